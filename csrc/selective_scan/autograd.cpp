@@ -1,0 +1,107 @@
+// The public op mamba_ext::selective_scan: validates its arguments, then runs the internal forward op and,
+// under autograd, a C++ autograd::Function whose backward runs the internal backward op (which recomputes
+// states from the saved chunk_states). Living in C++, it gives C++ callers gradients without Python.
+// Double backward is not supported: the internal ops carry autogradNotImplementedFallback, so
+// differentiating the backward raises an error naming mamba_ext::selective_scan_bwd.
+#include <ATen/Context.h>
+#include <torch/autograd.h>
+#include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
+#include <torch/library.h>
+
+#include "ops.h"
+#include "selective_scan/cpu_rows.h"
+#include "selective_scan/scan_args.h"
+
+namespace mamba_ext {
+
+// The CUDA kernels process and checkpoint chunks of this many steps (see cuda_fwd.cu).
+constexpr int64_t kCudaChunkSize = 2048;
+
+int64_t selective_scan_chunk_size(c10::DeviceType device) {
+  return device == c10::DeviceType::CUDA ? kCudaChunkSize : cpu::kCpuChunkSize;
+}
+
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+OptTensor defined_or_none(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
+
+class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
+ public:
+  static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
+                               const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
+                               const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
+                               const OptTensor& initial_state) {
+    const int64_t chunk_size = selective_scan_chunk_size(u.device().type());
+    auto [out, last_state, chunk_states] =
+        selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk_size);
+    ctx->save_for_backward({u, delta, A, B, C, D.value_or(at::Tensor()), z.value_or(at::Tensor()),
+                            delta_bias.value_or(at::Tensor()), initial_state.value_or(at::Tensor()), chunk_states});
+    ctx->saved_data["delta_softplus"] = delta_softplus;
+    ctx->saved_data["chunk_size"] = chunk_size;
+    ctx->set_materialize_grads(false);
+    return {out, last_state};
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &u = saved[0], &D = saved[5], &z = saved[6], &delta_bias = saved[7], &initial = saved[8];
+    const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(u);
+    auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial] = selective_scan_bwd(
+        dout, defined_or_none(grads[1]), u, saved[1], saved[2], saved[3], saved[4], defined_or_none(D),
+        defined_or_none(z), defined_or_none(delta_bias), ctx->saved_data["delta_softplus"].toBool(),
+        defined_or_none(initial), saved[9], ctx->saved_data["chunk_size"].toInt(),
+        at::globalContext().deterministicAlgorithms());
+    const auto if_given = [](const at::Tensor& input, const at::Tensor& grad) {
+      return input.defined() ? grad : at::Tensor();
+    };
+    return {du,
+            ddelta,
+            dA,
+            dB,
+            dC,
+            if_given(D, dD),
+            if_given(z, dz),
+            if_given(delta_bias, ddelta_bias),
+            at::Tensor(),  // delta_softplus
+            if_given(initial, dinitial)};
+  }
+};
+
+std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, const at::Tensor& delta,
+                                                           const at::Tensor& A, const at::Tensor& B,
+                                                           const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                                           const OptTensor& delta_bias, bool delta_softplus,
+                                                           const OptTensor& initial_state) {
+  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state);
+  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+  return {outs[0], outs[1]};
+}
+
+// Below autograd (inference mode, or tensors that need no grad): the forward alone.
+std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor& u, const at::Tensor& delta,
+                                                               const at::Tensor& A, const at::Tensor& B,
+                                                               const at::Tensor& C, const OptTensor& D,
+                                                               const OptTensor& z, const OptTensor& delta_bias,
+                                                               bool delta_softplus, const OptTensor& initial_state) {
+  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state);
+  auto [out, last_state, chunk_states] = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                            initial_state, selective_scan_chunk_size(u.device().type()));
+  return {out, last_state};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_ext, Autograd, m) {
+  m.impl("selective_scan", &selective_scan_autograd);
+  m.impl("selective_scan_fwd", torch::autograd::autogradNotImplementedFallback());
+  m.impl("selective_scan_bwd", torch::autograd::autogradNotImplementedFallback());
+}
+
+TORCH_LIBRARY_IMPL(mamba_ext, CompositeExplicitAutograd, m) {
+  m.impl("selective_scan", &selective_scan_forward_only);
+}
+
+}  // namespace mamba_ext

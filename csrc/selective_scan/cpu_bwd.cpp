@@ -1,0 +1,213 @@
+// CPU backward of the selective scan. Walks the chunks of each row in reverse; inside a chunk it
+// recomputes the states from the saved state entering the chunk (cpu_chunk.h, scan_chunk_recompute), so
+// memory beyond inputs and outputs is chunk_states plus a chunk of scratch per thread. Tasks as in the
+// forward (cpu_rows.h). Gradients summed over channels or batch go to per-task partial buffers reduced
+// afterwards in a fixed order, so results are deterministic for a given thread count (no atomics).
+// Instantiations: 4 input dtypes.
+#include <ATen/Dispatch.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "common/checks.h"
+#include "selective_scan/cpu_chunk.h"
+#include "selective_scan/cpu_rows.h"
+#include "selective_scan/scan_args.h"
+
+namespace mamba_ext {
+namespace {
+
+// Per-(batch, channel) partial sums and the per-(batch, group, split) input-dependent dB/dC, all in the
+// state dtype; summed over batch (and split) once the parallel loop is done.
+struct Partials {
+  at::Tensor dA, dD, ddelta_bias, dB, dC;  // (batch, dim, N), (batch, dim), (batch, dim), see make_partials
+};
+
+// Scratch of one task, carved from one buffer: per-channel carries, one chunk of B/C and their gradients,
+// the recomputed states and decays, and per-step vectors.
+template <typename acc_t>
+struct Scratch {
+  acc_t *g_next, *dA, *B_chunk, *C_chunk, *dB_chunk, *dC_chunk, *hs, *as;
+  acc_t *u, *dt, *dtu, *y, *dy, *ddt, *du_scan;
+  Scratch(std::vector<acc_t>& buf, int64_t K, int64_t T, int64_t N) {
+    acc_t* q = buf.data();
+    for (acc_t** v : {&g_next, &dA}) { *v = q; q += K * N; }
+    for (acc_t** v : {&B_chunk, &C_chunk, &dB_chunk, &dC_chunk, &hs, &as}) { *v = q; q += T * N; }
+    for (acc_t** v : {&u, &dt, &dtu, &y, &dy, &ddt, &du_scan}) { *v = q; q += T; }
+  }
+  static int64_t size(int64_t K, int64_t T, int64_t N) { return 2 * K * N + 6 * T * N + 7 * T; }
+};
+
+// dy = dout * silu(z) and dz = dout * y * silu'(z) (y with the D term); without z, dy = dout.
+template <typename input_t, typename acc_t>
+void gate_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len,
+                   Scratch<acc_t>& s, acc_t* dD) {
+  const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
+  const auto* dout = static_cast<const input_t*>(p.dout_ptr) + b * p.dout_batch_stride + d * p.dout_dim_stride + t0;
+  const auto* z = p.z_ptr ? static_cast<const input_t*>(p.z_ptr) + b * p.z_batch_stride + d * p.z_dim_stride + t0
+                          : nullptr;
+  auto* dz = p.z_ptr ? static_cast<input_t*>(p.dz_ptr) + (b * p.dim + d) * p.seqlen + t0 : nullptr;
+  for (int64_t t = 0; t < len; ++t) {
+    const acc_t g = static_cast<acc_t>(dout[t]);
+    acc_t dy = g;
+    if (z) {
+      const acc_t zt = static_cast<acc_t>(z[t]), sg = cpu::sigmoid(zt);
+      const acc_t y = s.y[t] + D * s.u[t];
+      dz[t] = static_cast<input_t>(g * y * sg * (1 + zt * (1 - sg)));
+      dy = g * zt * sg;
+    }
+    s.dy[t] = dy;
+    *dD += dy * s.u[t];
+  }
+}
+
+// du = du_scan + D dy; ddelta = ddt * softplus'(delta + bias).
+template <typename input_t, typename acc_t>
+void input_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len,
+                    const Scratch<acc_t>& s, acc_t* ddelta_bias) {
+  const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
+  const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
+  const auto* delta =
+      static_cast<const input_t*>(p.delta_ptr) + b * p.delta_batch_stride + d * p.delta_dim_stride + t0;
+  const int64_t offset = (b * p.dim + d) * p.seqlen + t0;
+  auto* du = static_cast<input_t*>(p.du_ptr) + offset;
+  auto* ddelta = static_cast<input_t*>(p.ddelta_ptr) + offset;
+  for (int64_t t = 0; t < len; ++t) {
+    du[t] = static_cast<input_t>(s.du_scan[t] + D * s.dy[t]);
+    acc_t g = s.ddt[t];
+    if (p.delta_softplus) {
+      const acc_t x = static_cast<acc_t>(delta[t]) + bias;
+      if (x <= acc_t(20)) g *= cpu::sigmoid(x);
+    }
+    ddelta[t] = static_cast<input_t>(g);
+    *ddelta_bias += g;
+  }
+}
+
+template <typename input_t, typename acc_t>
+void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_t splits, Scratch<acc_t> s,
+                   const Partials& out) {
+  const int64_t T = p.chunk_size, N = p.dstate, K = r.d_end - r.d_begin;
+  const auto* A = static_cast<const acc_t*>(p.A_ptr);
+  const auto* chunk_states = static_cast<const acc_t*>(p.chunk_states_ptr);
+  const auto* dlast = static_cast<const acc_t*>(p.dlast_state_ptr);
+  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t row = r.b * p.dim + r.d_begin + k;
+    for (int64_t n = 0; n < N; ++n) {
+      s.g_next[k * N + n] = dlast ? dlast[row * N + n] : acc_t(0);
+      s.dA[k * N + n] = 0;
+    }
+  }
+  const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
+  const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
+  // Input-dependent dB/dC partials: (batch, groups, splits, N, seqlen); constant: (batch, dim, N).
+  const int64_t part = ((r.b * p.n_groups + r.g) * splits + r.s) * N * p.seqlen;
+  for (int64_t c = p.n_chunks - 1; c >= 0; --c) {
+    const int64_t t0 = c * T, len = std::min(T, p.seqlen - t0);
+    if (p.is_variable_B) {
+      cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, s.B_chunk);
+      std::fill(s.dB_chunk, s.dB_chunk + len * N, acc_t(0));
+    }
+    if (p.is_variable_C) {
+      cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, s.C_chunk);
+      std::fill(s.dC_chunk, s.dC_chunk + len * N, acc_t(0));
+    }
+    for (int64_t k = 0; k < K; ++k) {
+      const int64_t d = r.d_begin + k, row = r.b * p.dim + d;
+      const acc_t* h0 = chunk_states + (row * p.n_chunks + c) * N;
+      cpu::load_dt<input_t>(p, r.b, d, t0, len, s.u, s.dt, s.dtu);
+      int64_t Bs, Cs;
+      const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, p.B_ptr, d, N, &Bs);
+      const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, p.C_ptr, d, N, &Cs);
+      cpu::scan_chunk_recompute<acc_t>(len, N, s.dt, s.dtu, B, Bs, C, Cs, A + d * N, h0, s.hs, s.as, s.y);
+      gate_backward<input_t>(p, r.b, d, t0, len, s, &dD[k]);
+      acc_t* dB = p.is_variable_B ? s.dB_chunk : out.dB.data_ptr<acc_t>() + row * N;
+      acc_t* dC = p.is_variable_C ? s.dC_chunk : out.dC.data_ptr<acc_t>() + row * N;
+      cpu::scan_chunk_reverse<acc_t>(len, N, s.dt, s.u, s.dtu, s.dy, B, Bs, C, Cs, A + d * N, h0, s.hs, s.as,
+                                     s.g_next + k * N, dB, Bs, dC, Cs, s.dA + k * N, s.ddt, s.du_scan);
+      input_backward<input_t>(p, r.b, d, t0, len, s, &ddelta_bias[k]);
+    }
+    for (auto [is_variable, chunk, dst] : {std::tuple{p.is_variable_B, s.dB_chunk, out.dB},
+                                           std::tuple{p.is_variable_C, s.dC_chunk, out.dC}}) {
+      if (!is_variable) continue;
+      acc_t* base = dst.template data_ptr<acc_t>() + part + t0;
+      for (int64_t t = 0; t < len; ++t)
+        for (int64_t n = 0; n < N; ++n) base[n * p.seqlen + t] = chunk[t * N + n];
+    }
+  }
+  auto* dinitial = static_cast<acc_t*>(p.dinitial_state_ptr);
+  for (int64_t k = 0; k < K; ++k) {
+    const int64_t row = r.b * p.dim + r.d_begin + k;
+    std::copy(s.g_next + k * N, s.g_next + (k + 1) * N, dinitial + row * N);
+    std::copy(s.dA + k * N, s.dA + (k + 1) * N, out.dA.data_ptr<acc_t>() + row * N);
+    out.dD.data_ptr<acc_t>()[row] = dD[k];
+    out.ddelta_bias.data_ptr<acc_t>()[row] = ddelta_bias[k];
+  }
+}
+
+using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor>;
+
+GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
+                                 const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                                 const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                 const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,
+                                 const at::Tensor& chunk_states, int64_t chunk_size, bool /*deterministic*/) {
+  const char* op = "selective_scan_bwd";
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
+  SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
+  const at::Tensor dout_t = time_contiguous(dout), states = chunk_states.contiguous();
+  const OptTensor dlast = dlast_state ? OptTensor(dlast_state->contiguous()) : std::nullopt;
+  const auto state_opts = u.options().dtype(in.state_dtype);
+  const int64_t splits = cpu::task_splits(p), Bt = p.batch, Dm = p.dim, N = p.dstate, L = p.seqlen;
+  const int64_t G = p.n_groups;
+  at::Tensor du = at::empty({Bt, Dm, L}, u.options()), ddelta = at::empty({Bt, Dm, L}, u.options());
+  at::Tensor dz = z ? at::empty({Bt, Dm, L}, u.options()) : at::empty({0}, u.options());
+  at::Tensor dinitial = at::empty({Bt, Dm, N}, state_opts);
+  Partials part{at::empty({Bt, Dm, N}, state_opts), at::empty({Bt, Dm}, state_opts), at::empty({Bt, Dm}, state_opts),
+                p.is_variable_B ? at::empty({Bt, G, splits, N, L}, state_opts) : at::zeros({Bt, Dm, N}, state_opts),
+                p.is_variable_C ? at::empty({Bt, G, splits, N, L}, state_opts) : at::zeros({Bt, Dm, N}, state_opts)};
+  p.dout_batch_stride = dout_t.stride(0);
+  p.dout_dim_stride = dout_t.stride(1);
+  p.dout_ptr = dout_t.const_data_ptr();
+  p.dlast_state_ptr = dlast ? dlast->const_data_ptr() : nullptr;
+  p.chunk_states_ptr = const_cast<void*>(states.const_data_ptr());
+  p.du_ptr = du.data_ptr();
+  p.ddelta_ptr = ddelta.data_ptr();
+  p.dz_ptr = dz.data_ptr();
+  p.dinitial_state_ptr = dinitial.data_ptr();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "selective_scan_bwd_cpu", [&] {
+    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    const int64_t K = ceil_div(Dm / G, splits), T = p.chunk_size;
+    at::parallel_for(0, Bt * G * splits, 1, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> buf(Scratch<acc_t>::size(K, T, N));
+      for (int64_t task = begin; task < end; ++task) {
+        backward_task<scalar_t, acc_t>(p, cpu::task_range(p, task, splits), splits, Scratch<acc_t>(buf, K, T, N),
+                                       part);
+      }
+    });
+  });
+  // Fixed-order reductions of the partials; B/C gradients take B/C's own shape and dtype.
+  auto reduce_BC = [&](const at::Tensor& partial, const at::Tensor& orig, bool is_variable) {
+    return (is_variable ? partial.sum(2) : partial.sum(0)).to(orig.scalar_type()).view(orig.sizes());
+  };
+  return {du,
+          ddelta,
+          part.dA.sum(0),
+          reduce_BC(part.dB, B, p.is_variable_B),
+          reduce_BC(part.dC, C, p.is_variable_C),
+          part.dD.sum(0),
+          dz,
+          part.ddelta_bias.sum(0),
+          dinitial};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_ext, CPU, m) { m.impl("selective_scan_bwd", &selective_scan_bwd_cpu); }
+
+}  // namespace mamba_ext
