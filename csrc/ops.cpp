@@ -21,6 +21,23 @@ TORCH_LIBRARY(mamba_ext, m) {
       "Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, Tensor? initial_state, "
       "Tensor chunk_states, int chunk_size, bool deterministic) -> (Tensor du, Tensor ddelta, Tensor dA, "
       "Tensor dB, Tensor dC, Tensor dD, Tensor dz, Tensor ddelta_bias, Tensor dinitial_state)");
+  m.def(
+      "causal_conv1d(Tensor x, Tensor weight, Tensor? bias=None, str? activation=None, "
+      "Tensor? initial_states=None, Tensor? seq_idx=None) -> (Tensor out, Tensor final_states)");
+  m.def(
+      "causal_conv1d_fwd(Tensor x, Tensor weight, Tensor? bias, Tensor? initial_states, Tensor? seq_idx, "
+      "bool silu) -> (Tensor out, Tensor final_states)");
+  m.def(
+      "causal_conv1d_bwd(Tensor dout, Tensor? dfinal_states, Tensor x, Tensor weight, Tensor? bias, "
+      "Tensor? initial_states, Tensor? seq_idx, bool silu) "
+      "-> (Tensor dx, Tensor dweight, Tensor dbias, Tensor dinitial_states)");
+  m.def(
+      "causal_conv1d_update(Tensor x, Tensor(a!) conv_state, Tensor weight, Tensor? bias=None, "
+      "str? activation=None, Tensor? conv_state_indices=None) -> Tensor");
+  m.def(
+      "selective_state_update(Tensor(a!) state, Tensor x, Tensor dt, Tensor A, Tensor B, Tensor C, "
+      "Tensor? D=None, Tensor? z=None, Tensor? dt_bias=None, bool dt_softplus=False, "
+      "Tensor? state_batch_indices=None) -> Tensor");
 }
 
 namespace {
@@ -57,6 +74,41 @@ selective_scan_bwd(const at::Tensor& dout, const OptTensor& dlast_state, const a
   static auto op = find_op<decltype(selective_scan_bwd)>("mamba_ext::selective_scan_bwd");
   return op.call(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
                  chunk_states, chunk_size, deterministic);
+}
+
+std::tuple<at::Tensor, at::Tensor> causal_conv1d(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+                                                 std::optional<c10::string_view> activation,
+                                                 const OptTensor& initial_states, const OptTensor& seq_idx) {
+  static auto op = find_op<decltype(causal_conv1d)>("mamba_ext::causal_conv1d");
+  return op.call(x, weight, bias, activation, initial_states, seq_idx);
+}
+
+std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd(const at::Tensor& x, const at::Tensor& weight,
+                                                     const OptTensor& bias, const OptTensor& initial_states,
+                                                     const OptTensor& seq_idx, bool silu) {
+  static auto op = find_op<decltype(causal_conv1d_fwd)>("mamba_ext::causal_conv1d_fwd");
+  return op.call(x, weight, bias, initial_states, seq_idx, silu);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd(
+    const at::Tensor& dout, const OptTensor& dfinal_states, const at::Tensor& x, const at::Tensor& weight,
+    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu) {
+  static auto op = find_op<decltype(causal_conv1d_bwd)>("mamba_ext::causal_conv1d_bwd");
+  return op.call(dout, dfinal_states, x, weight, bias, initial_states, seq_idx, silu);
+}
+
+at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,
+                                const OptTensor& bias, std::optional<c10::string_view> activation,
+                                const OptTensor& conv_state_indices) {
+  static auto op = find_op<decltype(causal_conv1d_update)>("mamba_ext::causal_conv1d_update");
+  return op.call(x, conv_state, weight, bias, activation, conv_state_indices);
+}
+
+at::Tensor selective_state_update(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                                  const at::Tensor& B, const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                  const OptTensor& dt_bias, bool dt_softplus, const OptTensor& state_batch_indices) {
+  static auto op = find_op<decltype(selective_state_update)>("mamba_ext::selective_state_update");
+  return op.call(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus, state_batch_indices);
 }
 
 }  // namespace mamba_ext

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/string_view.h>
 
 #include <optional>
 #include <tuple>
@@ -41,5 +42,44 @@ selective_scan_bwd(const at::Tensor& dout, const OptTensor& dlast_state, const a
 
 // Chunk length of the saved states for tensors on this device type (the backward's recompute window).
 int64_t selective_scan_chunk_size(c10::DeviceType device);
+
+// Causal depthwise conv1d. x: (batch, dim, seqlen); weight: (dim, width), width 2..4 on CUDA (2..64 on CPU);
+// bias: (dim,) in weight's dtype; activation: none or "silu"; initial_states: (batch, dim, width - 1) like x,
+// the inputs before the first step; seq_idx: (batch, seqlen) int32, packed sequences (a token never sees an
+// input of another sequence; the initial states belong to each row's first sequence). Returns
+// (out (batch, dim, seqlen), final_states (batch, dim, width - 1): the last width - 1 inputs), both
+// differentiable. Equals F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., :seqlen].
+std::tuple<at::Tensor, at::Tensor> causal_conv1d(const at::Tensor& x, const at::Tensor& weight,
+                                                 const OptTensor& bias = {},
+                                                 std::optional<c10::string_view> activation = std::nullopt,
+                                                 const OptTensor& initial_states = {}, const OptTensor& seq_idx = {});
+
+// Internal forward and backward of causal_conv1d (silu: the activation flag). The backward recomputes the
+// pre-activation from x and returns (dx, dweight, dbias, dinitial_states); dbias is computed also without a
+// bias and dinitial_states also without initial states (the gradient of their zeros).
+std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd(const at::Tensor& x, const at::Tensor& weight,
+                                                     const OptTensor& bias, const OptTensor& initial_states,
+                                                     const OptTensor& seq_idx, bool silu);
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd(
+    const at::Tensor& dout, const OptTensor& dfinal_states, const at::Tensor& x, const at::Tensor& weight,
+    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu);
+
+// Decode step(s) of the causal conv. x: (batch, dim) or (batch, dim, seqlen); conv_state: (batch, dim,
+// state_len >= width - 1) like x, or (n_states, dim, state_len) with conv_state_indices (batch,) int32
+// picking rows (negative: padding row, output zeros, state untouched). Updates conv_state in place (it keeps
+// the last state_len inputs) and returns out shaped like x. Not differentiable.
+at::Tensor causal_conv1d_update(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,
+                                const OptTensor& bias = {},
+                                std::optional<c10::string_view> activation = std::nullopt,
+                                const OptTensor& conv_state_indices = {});
+
+// One recurrent step of the selective scan for decoding. state: (batch, dim, N) fp32 (fp64 for fp64 x),
+// updated in place; x, dt, z: (batch, dim); A: (dim, N) fp32; B, C: (batch, N) or (batch, groups, N) like x;
+// D, dt_bias: (dim,) fp32; state_batch_indices: (batch,) int32 rows of a state pool (n_states, dim, N),
+// negative = padding row. Returns out (batch, dim) like x. Not differentiable.
+at::Tensor selective_state_update(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+                                  const at::Tensor& B, const at::Tensor& C, const OptTensor& D = {},
+                                  const OptTensor& z = {}, const OptTensor& dt_bias = {}, bool dt_softplus = false,
+                                  const OptTensor& state_batch_indices = {});
 
 }  // namespace mamba_ext

@@ -22,6 +22,7 @@ _load_library()
 
 from mamba_ext import ops as _ops  # noqa: E402  (registers fake kernels and Python wrappers)
 from mamba_ext.ops import selective_scan  # noqa: E402
+from mamba_ext.ops import causal_conv1d, causal_conv1d_update, selective_state_update  # noqa: E402
 
 
 def has_cuda() -> bool:
@@ -29,4 +30,4 @@ def has_cuda() -> bool:
     return torch._C._dispatch_has_kernel_for_dispatch_key("mamba_ext::selective_scan_fwd", "CUDA")
 
 
-__all__ = ["selective_scan", "has_cuda"]
+__all__ = ["selective_scan", "causal_conv1d", "causal_conv1d_update", "selective_state_update", "has_cuda"]

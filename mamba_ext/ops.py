@@ -35,3 +35,82 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     out, last_state = torch.ops.mamba_ext.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                                          initial_state)
     return (out, last_state) if return_last_state else out
+
+
+def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, activation: Optional[str] = None,
+                  initial_states: Optional[Tensor] = None, return_final_states: bool = False,
+                  seq_idx: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+    """Causal depthwise conv1d, a drop-in for ``causal_conv1d.causal_conv1d_fn`` (channel-first layout).
+
+    Equals ``F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., :seqlen]``, then SiLU
+    when ``activation="silu"``; with ``initial_states`` the zero padding is replaced by those inputs.
+
+    Args:
+        x: (batch, dim, seqlen), fp32/fp16/bf16 (fp64 on CPU). Any batch/channel strides.
+        weight: (dim, width), width 2..4 on CUDA (2..64 on CPU), any float dtype (accumulation is fp32).
+        bias: (dim,) in weight's dtype.  activation: None or "silu" ("swish" is accepted as an alias).
+        initial_states: (batch, dim, width - 1) like x: the inputs just before x[..., 0].
+        return_final_states: also return the last width - 1 inputs, (batch, dim, width - 1) like x, to carry
+            into the next call (or into ``causal_conv1d_update``).
+        seq_idx: (batch, seqlen) int32 ids of packed sequences: a token only sees inputs with its own id (the
+            others count as zero padding). initial_states belong to each row's first sequence; final_states
+            are zero where they reach back past the start of the row's last sequence.
+
+    Every tensor input gets a gradient, and a gradient flowing into final_states is propagated. The backward
+    is deterministic (no atomics).
+
+    Returns:
+        out (batch, dim, seqlen) like x, or (out, final_states) when return_final_states.
+    """
+    out, final_states = torch.ops.mamba_ext.causal_conv1d(x, weight, bias, activation, initial_states, seq_idx)
+    return (out, final_states) if return_final_states else out
+
+
+def causal_conv1d_update(x: Tensor, conv_state: Tensor, weight: Tensor, bias: Optional[Tensor] = None,
+                         activation: Optional[str] = None, conv_state_indices: Optional[Tensor] = None) -> Tensor:
+    """Decode step(s) of the causal conv; updates ``conv_state`` in place.
+
+    Token i of x sees the window [conv_state[..., -(width - 1):], x[..., :i + 1]] (its last width inputs);
+    afterwards conv_state holds the last state_len inputs.
+
+    Args:
+        x: (batch, dim) for one token or (batch, dim, seqlen) for a few.
+        conv_state: (batch, dim, state_len) like x with state_len >= width - 1, or a pool (n_states, dim,
+            state_len) when conv_state_indices is given.
+        weight, bias, activation: as in ``causal_conv1d``.
+        conv_state_indices: (batch,) int32, the pool row of each batch row; a negative index marks a padding
+            row (its output is zeros and no state is touched).
+
+    Returns:
+        out shaped like x. Not differentiable.
+    """
+    return torch.ops.mamba_ext.causal_conv1d_update(x, conv_state, weight, bias, activation, conv_state_indices)
+
+
+def selective_state_update(state: Tensor, x: Tensor, dt: Tensor, A: Tensor, B: Tensor, C: Tensor,
+                           D: Optional[Tensor] = None, z: Optional[Tensor] = None, dt_bias: Optional[Tensor] = None,
+                           dt_softplus: bool = False, state_batch_indices: Optional[Tensor] = None) -> Tensor:
+    """One recurrent step of the selective scan for decoding; updates ``state`` in place.
+
+    For batch b, channel d, state n (the same math as one time step of ``selective_scan``)::
+
+        dt  = dt[b,d] + dt_bias[d]; dt = softplus(dt) if dt_softplus
+        h   = exp(dt * A[d,n]) * h + dt * B[b,g(d),n] * x[b,d]
+        out = (sum_n C[b,g(d),n] * h + D[d] * x[b,d]) * silu(z[b,d])
+
+    Args:
+        state: (batch, dim, N) fp32 (fp64 for fp64 x), contiguous along N; or a pool (n_states, dim, N) when
+            state_batch_indices is given.
+        x, dt, z: (batch, dim), fp32/fp16/bf16 (fp64 on CPU).
+        A: (dim, N) fp32.  B, C: (batch, N) or (batch, groups, N) like x.  D, dt_bias: (dim,) fp32.
+        state_batch_indices: (batch,) int32 pool rows; negative marks a padding row (output zeros, state
+            untouched).
+
+    ``selective_scan(..., return_last_state=True)`` over a prefix followed by one call per further token gives
+    the same outputs and state as ``selective_scan`` over the whole sequence.
+
+    Returns:
+        out (batch, dim) like x. Not differentiable.
+    """
+    return torch.ops.mamba_ext.selective_state_update(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus,
+                                                      state_batch_indices)

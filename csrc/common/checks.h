@@ -29,9 +29,10 @@ inline void check_dtype(const char* op, const char* name, const at::Tensor& t, a
               t.scalar_type());
 }
 
-inline void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref) {
-  MAMBA_CHECK(t.device() == ref.device(), op, name, " is on ", t.device(), " but u is on ", ref.device(),
-              "; all tensors must be on the same device");
+inline void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& ref,
+                         const char* ref_name = "u") {
+  MAMBA_CHECK(t.device() == ref.device(), op, name, " is on ", t.device(), " but ", ref_name, " is on ",
+              ref.device(), "; all tensors must be on the same device");
 }
 
 inline void check_floating(const char* op, const char* name, const at::Tensor& t) {
