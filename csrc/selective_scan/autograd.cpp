@@ -14,8 +14,8 @@
 
 namespace mamba_ext {
 
-// The CUDA kernels process and checkpoint chunks of this many steps (see cuda_fwd.cu).
-constexpr int64_t kCudaChunkSize = 2048;
+// The CUDA kernels process and checkpoint chunks of this many steps (kTile in selective_scan/scan_common.cuh).
+constexpr int64_t kCudaChunkSize = 32;
 
 int64_t selective_scan_chunk_size(c10::DeviceType device) {
   return device == c10::DeviceType::CUDA ? kCudaChunkSize : cpu::kCpuChunkSize;

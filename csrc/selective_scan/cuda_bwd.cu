@@ -1,0 +1,107 @@
+// CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_kernel.cuh on the
+// current stream, and the fixed-order sums of the per-block partial gradients. There are no atomics, so
+// the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs nothing.
+// Instantiations: 3 input dtypes x 2 (K) x 2 (full, local) = 12 plus the split combine.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <array>
+
+#include "selective_scan/bwd_kernel.cuh"
+#include "selective_scan/cuda_launch.h"
+
+namespace mamba_ext {
+namespace {
+
+using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor>;
+
+GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
+                                  const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                                  const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                  const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,
+                                  const at::Tensor& chunk_states, int64_t chunk_size, bool /*deterministic*/) {
+  const char* op = "selective_scan_bwd";
+  cuda::check_cuda_inputs(op, u, chunk_size);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
+  const c10::cuda::CUDAGuard guard(u.device());
+  SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
+  const at::Tensor dout_t = time_contiguous(dout), states = chunk_states.contiguous();
+  const OptTensor dlast = dlast_state ? OptTensor(dlast_state->contiguous()) : std::nullopt;
+  const auto f32 = u.options().dtype(at::kFloat);
+  const int64_t Bt = p.batch, Dm = p.dim, N = p.dstate, L = p.seqlen, G = p.n_groups;
+  at::Tensor du = at::empty({Bt, Dm, L}, u.options()), ddelta = at::empty({Bt, Dm, L}, u.options());
+  at::Tensor dz = z ? at::empty({Bt, Dm, L}, u.options()) : at::empty({0}, u.options());
+  at::Tensor dinitial = at::empty({Bt, Dm, N}, f32);
+  if (Bt == 0 || Dm == 0 || L == 0) {
+    if (dlast) dinitial.copy_(*dlast); else dinitial.zero_();
+    return {du, ddelta, at::zeros({Dm, N}, f32), at::zeros_like(B), at::zeros_like(C), at::zeros({Dm}, f32), dz,
+            at::zeros({Dm}, f32), dinitial};
+  }
+  p.dout_batch_stride = dout_t.stride(0);
+  p.dout_dim_stride = dout_t.stride(1);
+  p.dout_ptr = dout_t.const_data_ptr();
+  p.dlast_state_ptr = dlast ? dlast->const_data_ptr() : nullptr;
+  p.chunk_states_ptr = const_cast<void*>(states.const_data_ptr());
+  p.du_ptr = du.data_ptr();
+  p.ddelta_ptr = ddelta.data_ptr();
+  p.dz_ptr = dz.data_ptr();
+  p.dinitial_state_ptr = dinitial.data_ptr();
+
+  // The backward block holds every state of its tile in shared memory (~100 KB for N = 16): 2 per SM.
+  const cuda::ScanLayout l = cuda::device_layout(p, 2);
+  const int64_t S = l.n_splits;
+  at::Tensor dA_part = at::empty({Bt, S, Dm, N}, f32);
+  at::Tensor dD_part = at::empty({Bt, S, Dm}, f32), ddelta_bias_part = at::empty({Bt, S, Dm}, f32);
+  const auto bc_part = [&](bool is_variable) {
+    return is_variable ? at::empty({Bt, G, l.n_cblocks, N, L}, f32) : at::empty({Bt, S, Dm, N}, f32);
+  };
+  at::Tensor dB_part = bc_part(p.is_variable_B), dC_part = bc_part(p.is_variable_C);
+  cuda::ScanWork w;
+  w.dA_part = dA_part.data_ptr<float>();
+  w.dD_part = dD_part.data_ptr<float>();
+  w.ddelta_bias_part = ddelta_bias_part.data_ptr<float>();
+  w.dB_part = dB_part.data_ptr<float>();
+  w.dC_part = dC_part.data_ptr<float>();
+  at::Tensor split_local, split_in, split_dtsum;
+  if (S > 1) {
+    split_local = at::empty({Bt, Dm, S, N}, f32);
+    split_in = at::empty_like(split_local);
+    split_dtsum = at::empty({Bt, Dm, S}, f32);
+    w.split_local = split_local.data_ptr<float>();
+    w.split_in = split_in.data_ptr<float>();
+    w.split_dtsum = split_dtsum.data_ptr<float>();
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
+    using input_t = std::remove_pointer_t<decltype(tag)>;
+    cuda::check_launch(op, cuda::launch_selective_scan_bwd<input_t>(p, l, w, stream));
+  });
+
+  const std::array<int64_t, 2> dims{0, 1};
+  const at::IntArrayRef kBatchAndSplit(dims);
+  // Fixed-order sums over batch, splits and channel blocks; B/C gradients take B/C's shape and dtype.
+  const auto reduce_BC = [&](const at::Tensor& part, const at::Tensor& orig, bool is_variable) {
+    return (is_variable ? part.sum(2) : part.sum(kBatchAndSplit)).to(orig.scalar_type()).view(orig.sizes());
+  };
+  return {du,
+          ddelta,
+          dA_part.sum(kBatchAndSplit),
+          reduce_BC(dB_part, B, p.is_variable_B),
+          reduce_BC(dC_part, C, p.is_variable_C),
+          dD_part.sum(kBatchAndSplit),
+          dz,
+          ddelta_bias_part.sum(kBatchAndSplit),
+          dinitial};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_ext, CUDA, m) { m.impl("selective_scan_bwd", &selective_scan_bwd_cuda); }
+
+}  // namespace mamba_ext

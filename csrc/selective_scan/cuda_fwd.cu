@@ -1,0 +1,61 @@
+// CUDA forward of mamba_ext::selective_scan_fwd: checks, allocation and the launch of fwd_kernel.cuh on
+// the current stream of u's device. Instantiations: 3 input dtypes x 2 (K) x 2 (split pass) = 12 scan
+// kernels plus the split combine (see launch_selective_scan_fwd).
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "selective_scan/cuda_launch.h"
+#include "selective_scan/fwd_kernel.cuh"
+
+namespace mamba_ext {
+namespace {
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
+    const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
+    const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
+    const OptTensor& initial_state, int64_t chunk_size) {
+  const char* op = "selective_scan_fwd";
+  cuda::check_cuda_inputs(op, u, chunk_size);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  const c10::cuda::CUDAGuard guard(u.device());
+  SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
+  const auto f32 = u.options().dtype(at::kFloat);
+  at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, u.options());
+  at::Tensor last_state = at::empty({p.batch, p.dim, p.dstate}, f32);
+  at::Tensor chunk_states = at::empty({p.batch, p.dim, p.n_chunks, p.dstate}, f32);
+  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) {
+    if (in.initial_state) last_state.copy_(*in.initial_state); else last_state.zero_();
+    return {out, last_state, chunk_states};
+  }
+  p.out_batch_stride = out.stride(0);
+  p.out_dim_stride = out.stride(1);
+  p.out_ptr = out.data_ptr();
+  p.last_state_ptr = last_state.data_ptr();
+  p.chunk_states_ptr = chunk_states.data_ptr();
+
+  const cuda::ScanLayout layout = cuda::device_layout(p, 4);
+  cuda::ScanWork work;
+  at::Tensor split_local, split_in, split_dtsum;
+  if (layout.n_splits > 1) {
+    split_local = at::empty({p.batch, p.dim, layout.n_splits, p.dstate}, f32);
+    split_in = at::empty_like(split_local);
+    split_dtsum = at::empty({p.batch, p.dim, layout.n_splits}, f32);
+    work.split_local = split_local.data_ptr<float>();
+    work.split_in = split_in.data_ptr<float>();
+    work.split_dtsum = split_dtsum.data_ptr<float>();
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
+    using input_t = std::remove_pointer_t<decltype(tag)>;
+    cuda::check_launch(op, cuda::launch_selective_scan_fwd<input_t>(p, layout, work, stream));
+  });
+  return {out, last_state, chunk_states};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_ext, CUDA, m) { m.impl("selective_scan_fwd", &selective_scan_fwd_cuda); }
+
+}  // namespace mamba_ext

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build the extension with CUDA, then run the given steps. Logs go to $OUT.
+# Usage: scripts/gpu_check.sh [quick] [tests] [sanitizer] [bench]
+set -uo pipefail
+which python3; python3 -c "import torch; print(torch.__version__)"
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/out}
+mkdir -p "$OUT"
+nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm --format=csv | tee "$OUT/device.txt"
+start=$(date +%s)
+MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0} python3 -m pip install --no-build-isolation --no-deps -e . \
+  >"$OUT/build.log" 2>&1 || { tail -50 "$OUT/build.log"; exit 1; }
+echo "build: $(( $(date +%s) - start )) s (TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0})"
+for step in "$@"; do
+  case $step in
+    quick) python3 scripts/cuda_quick_check.py 2>&1 | tee "$OUT/quick.log" ;;
+    tests) python3 -m pytest -q -x tests/test_selective_scan_cuda.py tests/test_selective_scan.py -k "cuda" 2>&1 \
+             | tee "$OUT/tests.log" | tail -15 ;;
+    sanitizer)
+      for tool in memcheck racecheck; do
+        compute-sanitizer --tool $tool --error-exitcode 1 python3 scripts/sanitizer_case.py >"$OUT/$tool.log" 2>&1
+        echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0' "$OUT/$tool.log") clean summaries)"
+        tail -3 "$OUT/$tool.log"
+      done ;;
+    bench) python3 benchmarks/bench_scan_cuda.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;
+  esac
+done
