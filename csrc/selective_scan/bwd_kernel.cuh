@@ -3,11 +3,11 @@
 //
 // Grid as the forward (scan_common.cuh): x = channel block of R channels, y = batch * groups + g, z = time
 // split. A block walks its split's tiles (== saved chunks) from last to first, carrying the adjoint
-// g = dL/dh in registers. Per tile: (1) stage dt, u, softplus', B, C; (2) recompute the states from the
-// saved chunk state, keeping every h_t in shared memory, and y = C.h; (3) gate backward (dz, dy);
-// (4) dC[n,t] = sum over the block's channels of dy*h_t, read from shared memory (no shuffles);
-// (5) reverse scan; each lane overwrites its h_t with g_t; (6) dB[n,t] = sum over channels of g_t*dt*u,
-// again from shared memory; du and ddelta are written coalesced.
+// g = dL/dh in registers. Per tile: (1) stage dt, u, dy = dout * silu(z) and B, C (loaded into registers
+// during the previous tile); (2) recompute the states from the saved chunk state, keeping every h_t in
+// shared memory, and y = C.h; (3) dC[n,t] = sum over the block's channels of dy*h_t, read from shared
+// memory (no shuffles); (4) reverse scan, each lane overwriting its h_t with g_t; (5) dB[n,t] = sum over
+// channels of g_t*dt*u from shared memory, and du, ddelta, dz written coalesced.
 // With S > 1 splits, bwd_local_kernel first runs each split but the first from a zero adjoint (it needs no
 // states: g_t = C_t dy_t + exp(dt A) g_{t+1}), bwd_combine_kernel chains the splits from the end, and the
 // full pass starts each split from the adjoint leaving the split after it.
@@ -19,35 +19,63 @@
 
 namespace mamba_ext::cuda {
 
-template <typename input_t, int K>
-__global__ void bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
-  extern __shared__ float smem[];
-  const int RS = kRowStride, R = l.R;
-  float* dt_s = smem;
-  float* u_s = dt_s + R * RS;
-  float* dsp_s = u_s + R * RS;     // softplus'(delta + bias), or 1
-  float* dy_s = dsp_s + R * RS;    // y, then dL/dy (before the D and gate terms are split off)
-  float* du_s = dy_s + R * RS;
-  float* ddelta_s = du_s + R * RS;
-  float* B_s = ddelta_s + R * RS;  // [n_pad][RS]
-  float* C_s = B_s + l.n_pad * RS;
-  float* hist = C_s + l.n_pad * RS;  // [K][threads][RS]: h_t, then g_t, of lane tid's state k
+inline size_t bwd_smem_bytes(const ScanLayout& l) {
+  return sizeof(float) * (6 * l.R * kPitch + 2 * kTile * (l.n_pad + 4) + size_t(l.K) * kThreads * kHistPitch);
+}
 
-  const ThreadPos pos = thread_pos(p, l);
-  const int tid = threadIdx.x;
+// dst[n * L + lane] = sum over the block's channels c of hist[c, n, lane] * v[c, lane] (* w[c, lane]), for
+// the thread's states n = warp + 4 j and time step lane. hist row of (c, n = p*K + k): k*kThreads + c*P + p.
+template <int K>
+__device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const float* hist, const float* v_s,
+                                               const float* w_s, const Pos& s, const ScanLayout& l, int64_t N,
+                                               int len) {
+  for (int n0 = s.warp; n0 < l.n_pad; n0 += 16) {
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    for (int c = 0; c < s.nvalid; ++c) {
+      float v = v_s[c * kPitch + s.lane];
+      if (w_s) v *= w_s[c * kPitch + s.lane];
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const int n = n0 + 4 * j;
+        if (n < l.n_pad) acc[j] = fmaf(hist[((n % K) * kThreads + c * l.P + n / K) * kHistPitch + s.lane], v, acc[j]);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+      const int n = n0 + 4 * j;
+      if (n < N && s.lane < len) dst[n * L + s.lane] = acc[j];
+    }
+  }
+}
+
+template <typename input_t, int K>
+__global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
+  extern __shared__ float4 smem4[];
+  const int R = l.R, bc_pitch = l.n_pad + 4, tid = threadIdx.x;
+  float* dt_s = reinterpret_cast<float*>(smem4);  // [R][kPitch] each
+  float* u_s = dt_s + R * kPitch;
+  float* dy_s = u_s + R * kPitch;   // dL/dy (y = C.h + D u), i.e. dout * silu(z)
+  float* y_s = dy_s + R * kPitch;   // C.h, for dz
+  float* du_s = y_s + R * kPitch;
+  float* ddt_s = du_s + R * kPitch; // dL/d(dt), before softplus'
+  float* B_s = ddt_s + R * kPitch;  // [kTile][n_pad + 4]
+  float* C_s = B_s + kTile * bc_pitch;
+  float* hist = C_s + kTile * bc_pitch;  // [K][kThreads][kHistPitch]: h_t, then g_t, of each lane's states
+
+  const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate, L = p.seqlen;
-  const int64_t row = pos.b * p.dim + pos.d;
-  const float D = p.D_ptr ? static_cast<const float*>(p.D_ptr)[pos.d] : 0.f;
+  const int64_t row = s.b * p.dim + s.d;
+  const float D = p.D_ptr ? static_cast<const float*>(p.D_ptr)[s.d] : 0.f;
 
   float A[K], A2[K], g[K], dA[K], Bc[K], Cc[K], dBc[K], dCc[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) {
-    const int n = pos.p + l.P * k;
-    const bool real = n < N && pos.valid;
-    A[k] = real ? static_cast<const float*>(p.A_ptr)[pos.d * N + n] : 0.f;
+    const int n = s.p * K + k;
+    const bool real = n < N && s.valid;
+    A[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] : 0.f;
     A2[k] = A[k] * kLog2e;
-    Bc[k] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[pos.d * N + n] : 0.f;
-    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[pos.d * N + n] : 0.f;
+    Bc[k] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[s.d * N + n] : 0.f;
+    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
     g[k] = 0.f;
     if (real) {
       if (split < l.n_splits - 1) {
@@ -58,178 +86,255 @@ __global__ void bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
     }
     dA[k] = dBc[k] = dCc[k] = 0.f;
   }
-  float dD = 0.f, ddelta_bias = 0.f;
-  const int64_t cb = blockIdx.x;
-  const int64_t bc_part = ((pos.b * p.n_groups + pos.g) * l.n_cblocks + cb) * N * L;
+  float bias_io[kRowIters], D_io[kRowIters], dD_io[kRowIters], ddb_io[kRowIters];
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    const int c = s.warp + 4 * i;
+    const bool ok = c < s.nvalid;
+    bias_io[i] = (ok && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + c] : 0.f;
+    D_io[i] = (ok && p.D_ptr) ? static_cast<const float*>(p.D_ptr)[s.dbase + c] : 0.f;
+    dD_io[i] = ddb_io[i] = 0.f;
+  }
+  const int64_t bc_part = ((s.b * p.n_groups + s.g) * l.n_cblocks + blockIdx.x) * N * L;
+
+  input_t u_n[kRowIters], delta_n[kRowIters], dout_n[kRowIters], z_n[kRowIters], B_n[kRowIters], C_n[kRowIters];
+  const auto prefetch = [&](int64_t chunk) {
+    const int64_t t0 = chunk * kTile;
+    const int len = tile_len(L, t0);
+    load_rows(u_n, p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, l, t0, len);
+    load_rows(delta_n, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, l, t0, len);
+    load_rows(dout_n, p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, l, t0, len);
+    if (p.z_ptr) load_rows(z_n, p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, l, t0, len);
+    if (p.is_variable_B) {
+      load_bc(B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride, N,
+              s.lane, s.warp, len);
+    }
+    if (p.is_variable_C) {
+      load_bc(C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride, N,
+              s.lane, s.warp, len);
+    }
+  };
 
   const int64_t chunk_begin = split * l.chunks_per_split;
   const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
+  if (chunk_begin < chunk_end) prefetch(chunk_end - 1);
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(L, t0);
-    load_dt_u<input_t>(p, l, pos.b, t0, len, dt_s, u_s, dsp_s);
-    if (p.is_variable_B) load_bc<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, l, pos.b, pos.g, t0, len, B_s);
-    if (p.is_variable_C) load_bc<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, l, pos.b, pos.g, t0, len, C_s);
+
+    // (1) Stage; keep u, dout, z and softplus' in registers for the final writes.
+    float u_c[kRowIters], dout_c[kRowIters], z_c[kRowIters], dsp_c[kRowIters];
+#pragma unroll
+    for (int i = 0; i < kRowIters; ++i) {
+      const int c = s.warp + 4 * i;
+      if (c >= R) continue;
+      u_c[i] = to_float(u_n[i]);
+      dout_c[i] = to_float(dout_n[i]);
+      z_c[i] = p.z_ptr ? to_float(z_n[i]) : 0.f;
+      const float x = to_float(delta_n[i]) + bias_io[i];
+      float dt = x;
+      dsp_c[i] = 1.f;
+      if (p.delta_softplus) softplus_and_grad(x, dt, dsp_c[i]);
+      if (c >= s.nvalid || s.lane >= len) dt = 0.f;  // padding: state and adjoint pass through unchanged
+      const float dy = p.z_ptr ? dout_c[i] * z_c[i] * sigmoid(z_c[i]) : dout_c[i];
+      dD_io[i] = fmaf(dy, u_c[i], dD_io[i]);  // u and dout are zero on padding
+      dt_s[c * kPitch + s.lane] = dt;
+      u_s[c * kPitch + s.lane] = u_c[i];
+      dy_s[c * kPitch + s.lane] = dy;
+    }
+    if (p.is_variable_B) {
+      stage_bc(B_s, B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
+               N, l, s.lane, s.warp, len);
+    }
+    if (p.is_variable_C) {
+      stage_bc(C_s, C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
+               N, l, s.lane, s.warp, len);
+    }
     float h[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
-      const int n = pos.p + l.P * k;
-      h[k] = (pos.valid && n < N) ? static_cast<const float*>(p.chunk_states_ptr)[(row * p.n_chunks + chunk) * N + n] : 0.f;
+      const int n = s.p * K + k;
+      h[k] = (s.valid && n < N) ? static_cast<const float*>(p.chunk_states_ptr)[(row * p.n_chunks + chunk) * N + n] : 0.f;
     }
     __syncthreads();
+    if (chunk > chunk_begin) prefetch(chunk - 1);  // in flight during this tile's work
 
-    // (2) Recompute the tile's states.
-    const float* dt_row = dt_s + pos.c * RS;
-    const float* u_row = u_s + pos.c * RS;
-#pragma unroll 2
-    for (int t = 0; t < kTile; ++t) {
-      const float dt = dt_row[t], dtu = dt * u_row[t];
-      float y = 0.f;
+    // (2) Recompute the tile's states; y = C.h.
+    const float* dt_row = dt_s + s.c * kPitch;
+    const float* u_row = u_s + s.c * kPitch;
+    const float* dy_row = dy_s + s.c * kPitch;
+    for (int t = 0; t < kTile; t += 4) {
+      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+      const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+      float y[4];
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const int n = pos.p + l.P * k;
-        const float Bv = p.is_variable_B ? B_s[n * RS + t] : Bc[k];
-        h[k] = fmaf(ex2(dt * A2[k]), h[k], dtu * Bv);
-        hist[(k * l.threads + tid) * RS + t] = h[k];
-        y = fmaf(p.is_variable_C ? C_s[n * RS + t] : Cc[k], h[k], y);
-      }
-      y = channel_sum(y, l.P);
-      if (pos.p == 0) dy_s[pos.c * RS + t] = y;
-    }
-    __syncthreads();
-
-    // (3) Gate backward: dy = dout * silu(z), dz = dout * y * silu'(z), with y including D u.
-    for (int e = tid; e < R * kTile; e += l.threads) {
-      const int c = e / kTile, t = e % kTile;
-      const int64_t d = block_channel(p, l, c);
-      float dy = 0.f;
-      if (d >= 0 && t < len) {
-        const int64_t tt = t0 + t;
-        dy = to_float(static_cast<const input_t*>(p.dout_ptr)[pos.b * p.dout_batch_stride + d * p.dout_dim_stride + tt]);
-        if (p.z_ptr) {
-          const float Dd = p.D_ptr ? static_cast<const float*>(p.D_ptr)[d] : 0.f;
-          const float y = dy_s[c * RS + t] + Dd * u_s[c * RS + t];
-          const float z = to_float(static_cast<const input_t*>(p.z_ptr)[pos.b * p.z_batch_stride + d * p.z_dim_stride + tt]);
-          const float sg = sigmoid(z);
-          static_cast<input_t*>(p.dz_ptr)[(pos.b * p.dim + d) * L + tt] = from_float<input_t>(dy * y * sg * (1.f + z * (1.f - sg)));
-          dy *= z * sg;
+      for (int j = 0; j < 4; ++j) {
+        float Bv[K], Cv[K];
+        if (p.is_variable_B) read_states(Bv, B_s, bc_pitch, t + j, s.p);
+        else {
+#pragma unroll
+          for (int k = 0; k < K; ++k) Bv[k] = Bc[k];
+        }
+        if (p.is_variable_C) read_states(Cv, C_s, bc_pitch, t + j, s.p);
+        else {
+#pragma unroll
+          for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
+        }
+        const float dtu = dtv[j] * uv[j];
+        y[j] = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          h[k] = fmaf(ex2(dtv[j] * A2[k]), h[k], dtu * Bv[k]);
+          hist[(k * kThreads + tid) * kHistPitch + t + j] = h[k];
+          y[j] = fmaf(Cv[k], h[k], y[j]);
         }
       }
-      dy_s[c * RS + t] = dy;
+      for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+      }
+      if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
     }
     __syncthreads();
 
-    // (4) dC[n, t] = sum_c dy[c, t] h_t[c, n], one (n, t) per thread, consecutive threads on consecutive t.
+    // (3) dC from the states.
     if (p.is_variable_C) {
-      for (int e = tid; e < l.n_pad * kTile; e += l.threads) {
-        const int n = e / kTile, t = e % kTile;
-        if (n >= N || t >= len) continue;
-        const float* hrow = hist + ((n / l.P) * l.threads + (n % l.P)) * RS + t;
-        float acc = 0.f;
-        for (int c = 0; c < R; ++c) acc = fmaf(hrow[c * l.P * RS], dy_s[c * RS + t], acc);
-        w.dC_part[bc_part + n * L + t0 + t] = acc;
-      }
-      __syncthreads();  // (5) overwrites hist
+      channel_reduce<K>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len);
+      __syncthreads();  // (4) overwrites hist
     }
 
-    // (5) Reverse scan over the tile.
-    const float* dy_row = dy_s + pos.c * RS;
-#pragma unroll 2
-    for (int t = kTile - 1; t >= 0; --t) {
-      const float dt = dt_row[t], u = u_row[t], dtu = dt * u, dy = dy_row[t];
-      float s1 = 0.f, s2 = 0.f;  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n
+    // (4) Reverse scan over the tile.
+    for (int t = kTile - 4; t >= 0; t -= 4) {
+      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+      const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+      const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
+      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+      const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
+      float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const int n = pos.p + l.P * k;
-        const float Bv = p.is_variable_B ? B_s[n * RS + t] : Bc[k];
-        const float Cv = p.is_variable_C ? C_s[n * RS + t] : Cc[k];
-        float* hp = hist + (k * l.threads + tid) * RS + t;
-        const float ht = *hp;
-        const float gk = fmaf(Cv, dy, g[k]);      // dL/dh_t
-        const float ga = gk * (ht - dtu * Bv);    // dL/d(dt A_n) = g a_t h_{t-1}
-        dA[k] = fmaf(ga, dt, dA[k]);
-        s1 = fmaf(ga, A[k], s1);
-        s2 = fmaf(gk, Bv, s2);
-        dCc[k] = fmaf(dy, ht, dCc[k]);
-        dBc[k] = fmaf(gk, dtu, dBc[k]);
-        *hp = gk;
-        g[k] = ex2(dt * A2[k]) * gk;
-      }
-      s1 = channel_sum(s1, l.P);
-      s2 = channel_sum(s2, l.P);
-      if (pos.p == 0) {
-        const float ddelta = (s1 + s2 * u) * dsp_s[pos.c * RS + t];
-        du_s[pos.c * RS + t] = fmaf(s2, dt, D * dy);
-        ddelta_s[pos.c * RS + t] = ddelta;
-        if (t < len) {
-          dD = fmaf(dy, u, dD);
-          ddelta_bias += ddelta;
+      for (int j = 3; j >= 0; --j) {
+        float Bv[K], Cv[K];
+        if (p.is_variable_B) read_states(Bv, B_s, bc_pitch, t + j, s.p);
+        else {
+#pragma unroll
+          for (int k = 0; k < K; ++k) Bv[k] = Bc[k];
+        }
+        if (p.is_variable_C) read_states(Cv, C_s, bc_pitch, t + j, s.p);
+        else {
+#pragma unroll
+          for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
+        }
+        const float dt = dtv[j], dtu = dt * uv[j], dy = dyv[j];
+        s1[j] = s2[j] = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          float* hp = hist + (k * kThreads + tid) * kHistPitch + t + j;
+          const float ht = *hp;
+          const float gk = fmaf(Cv[k], dy, g[k]);   // dL/dh_t
+          const float ga = gk * (ht - dtu * Bv[k]); // dL/d(dt A_n) = g a_t h_{t-1}
+          dA[k] = fmaf(ga, dt, dA[k]);
+          s1[j] = fmaf(ga, A[k], s1[j]);
+          s2[j] = fmaf(gk, Bv[k], s2[j]);
+          if (!p.is_variable_C) dCc[k] = fmaf(dy, ht, dCc[k]);
+          if (!p.is_variable_B) dBc[k] = fmaf(gk, dtu, dBc[k]);
+          *hp = gk;
+          g[k] = ex2(dt * A2[k]) * gk;
         }
       }
+      for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
+          s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
+        }
+      }
+      if (s.p == 0) {
+        float du[4], ddt[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
+          ddt[j] = fmaf(s2[j], uv[j], s1[j]);
+        }
+        *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
+        *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
+      }
     }
     __syncthreads();
 
-    // (6) dB[n, t] = sum_c g_t[c, n] dt[c, t] u[c, t]; then du and ddelta.
-    if (p.is_variable_B) {
-      for (int e = tid; e < l.n_pad * kTile; e += l.threads) {
-        const int n = e / kTile, t = e % kTile;
-        if (n >= N || t >= len) continue;
-        const float* grow = hist + ((n / l.P) * l.threads + (n % l.P)) * RS + t;
-        float acc = 0.f;
-        for (int c = 0; c < R; ++c) acc = fmaf(grow[c * l.P * RS], dt_s[c * RS + t] * u_s[c * RS + t], acc);
-        w.dB_part[bc_part + n * L + t0 + t] = acc;
+    // (5) dB from the adjoints; du, ddelta, dz.
+    if (p.is_variable_B) channel_reduce<K>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len);
+#pragma unroll
+    for (int i = 0; i < kRowIters; ++i) {
+      const int c = s.warp + 4 * i;
+      if (c >= s.nvalid || s.lane >= len) continue;
+      const int64_t at = (s.b * p.dim + s.dbase + c) * L + t0 + s.lane;
+      const float ddelta = ddt_s[c * kPitch + s.lane] * dsp_c[i];
+      ddb_io[i] += ddelta;
+      static_cast<input_t*>(p.du_ptr)[at] = from_float<input_t>(du_s[c * kPitch + s.lane]);
+      static_cast<input_t*>(p.ddelta_ptr)[at] = from_float<input_t>(ddelta);
+      if (p.z_ptr) {
+        const float z = z_c[i], sg = sigmoid(z);
+        const float y = fmaf(D_io[i], u_c[i], y_s[c * kPitch + s.lane]);
+        static_cast<input_t*>(p.dz_ptr)[at] = from_float<input_t>(dout_c[i] * y * sg * (1.f + z * (1.f - sg)));
       }
     }
-    for (int e = tid; e < R * kTile; e += l.threads) {
-      const int c = e / kTile, t = e % kTile;
-      const int64_t d = block_channel(p, l, c);
-      if (d < 0 || t >= len) continue;
-      const int64_t at = (pos.b * p.dim + d) * L + t0 + t;
-      static_cast<input_t*>(p.du_ptr)[at] = from_float<input_t>(du_s[c * RS + t]);
-      static_cast<input_t*>(p.ddelta_ptr)[at] = from_float<input_t>(ddelta_s[c * RS + t]);
-    }
-    __syncthreads();
+    __syncthreads();  // the next tile's staging overwrites the shared arrays
   }
 
-  if (!pos.valid) return;
-  const int64_t part = (pos.b * l.n_splits + split) * p.dim + pos.d;
+  const int64_t part = (s.b * l.n_splits + split) * p.dim;
+  // Per-channel sums over time held by the load/store role: reduce over the 32 lanes (time steps).
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    float dD = dD_io[i], ddb = ddb_io[i];
+    for (int off = 16; off > 0; off >>= 1) {
+      dD += __shfl_xor_sync(0xffffffffu, dD, off);
+      ddb += __shfl_xor_sync(0xffffffffu, ddb, off);
+    }
+    const int c = s.warp + 4 * i;
+    if (s.lane == 0 && c < s.nvalid) {
+      w.dD_part[part + s.dbase + c] = dD;
+      w.ddelta_bias_part[part + s.dbase + c] = ddb;
+    }
+  }
+  if (!s.valid) return;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
-    const int n = pos.p + l.P * k;
+    const int n = s.p * K + k;
     if (n >= N) continue;
-    w.dA_part[part * N + n] = dA[k];
-    if (!p.is_variable_B) w.dB_part[part * N + n] = dBc[k];
-    if (!p.is_variable_C) w.dC_part[part * N + n] = dCc[k];
+    w.dA_part[(part + s.d) * N + n] = dA[k];
+    if (!p.is_variable_B) w.dB_part[(part + s.d) * N + n] = dBc[k];
+    if (!p.is_variable_C) w.dC_part[(part + s.d) * N + n] = dCc[k];
     if (split == 0) static_cast<float*>(p.dinitial_state_ptr)[row * N + n] = g[k];
-  }
-  if (pos.p == 0) {
-    w.dD_part[part] = dD;
-    w.ddelta_bias_part[part] = ddelta_bias;
   }
 }
 
 // Zero-start adjoint of split blockIdx.z + 1 (every split but the first): what it passes to the split before
 // it when nothing flows in from the right. Needs no states, so no recompute.
 template <typename input_t, int K>
-__global__ void bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
-  extern __shared__ float smem[];
-  const int RS = kRowStride, R = l.R;
-  float* dt_s = smem;
-  float* u_s = dt_s + R * RS;
-  float* dy_s = u_s + R * RS;
-  float* C_s = dy_s + R * RS;
+__global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
+  extern __shared__ float4 smem4[];
+  const int R = l.R, bc_pitch = l.n_pad + 4;
+  float* dt_s = reinterpret_cast<float*>(smem4);
+  float* dy_s = dt_s + R * kPitch;
+  float* C_s = dy_s + R * kPitch;  // [kTile][n_pad + 4]
 
-  const ThreadPos pos = thread_pos(p, l);
+  const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z + 1, N = p.dstate;
-  const int64_t row = pos.b * p.dim + pos.d;
-  float A2[K], Cc[K], g[K];
+  const int64_t row = s.b * p.dim + s.d;
+  float A2[K], Cc[K], g[K], bias_io[kRowIters];
 #pragma unroll
   for (int k = 0; k < K; ++k) {
-    const int n = pos.p + l.P * k;
-    const bool real = n < N && pos.valid;
-    A2[k] = real ? static_cast<const float*>(p.A_ptr)[pos.d * N + n] * kLog2e : 0.f;
-    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[pos.d * N + n] : 0.f;
+    const int n = s.p * K + k;
+    const bool real = n < N && s.valid;
+    A2[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
+    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
     g[k] = 0.f;
+  }
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    const int c = s.warp + 4 * i;
+    bias_io[i] = (c < s.nvalid && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + c] : 0.f;
   }
   float dtsum = 0.f;
   const int64_t chunk_begin = split * l.chunks_per_split;
@@ -237,42 +342,52 @@ __global__ void bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
-    load_dt_u<input_t>(p, l, pos.b, t0, len, dt_s, u_s, nullptr);
-    if (p.is_variable_C) load_bc<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, l, pos.b, pos.g, t0, len, C_s);
-    for (int e = threadIdx.x; e < R * kTile; e += l.threads) {
-      const int c = e / kTile, t = e % kTile;
-      const int64_t d = block_channel(p, l, c);
-      float dy = 0.f;
-      if (d >= 0 && t < len) {
-        const int64_t tt = t0 + t;
-        dy = to_float(static_cast<const input_t*>(p.dout_ptr)[pos.b * p.dout_batch_stride + d * p.dout_dim_stride + tt]);
-        if (p.z_ptr) {
-          const float z = to_float(static_cast<const input_t*>(p.z_ptr)[pos.b * p.z_batch_stride + d * p.z_dim_stride + tt]);
-          dy *= z * sigmoid(z);
-        }
+    input_t delta_n[kRowIters], dout_n[kRowIters], z_n[kRowIters], C_n[kRowIters];
+    load_rows(delta_n, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, l, t0, len);
+    load_rows(dout_n, p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, l, t0, len);
+    if (p.z_ptr) load_rows(z_n, p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, l, t0, len);
+    const input_t* C_base = bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0);
+    if (p.is_variable_C) {
+      load_bc(C_n, C_base, p.C_dstate_stride, N, s.lane, s.warp, len);
+      stage_bc(C_s, C_n, C_base, p.C_dstate_stride, N, l, s.lane, s.warp, len);
+    }
+#pragma unroll
+    for (int i = 0; i < kRowIters; ++i) {
+      const int c = s.warp + 4 * i;
+      if (c >= R) continue;
+      const float x = to_float(delta_n[i]) + bias_io[i];
+      float dt = x, dsp;
+      if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
+      float dy = to_float(dout_n[i]);
+      if (p.z_ptr) {
+        const float z = to_float(z_n[i]);
+        dy *= z * sigmoid(z);
       }
-      dy_s[c * RS + t] = dy;
+      dt_s[c * kPitch + s.lane] = (c < s.nvalid && s.lane < len) ? dt : 0.f;
+      dy_s[c * kPitch + s.lane] = dy;
     }
     __syncthreads();
     for (int t = kTile - 1; t >= 0; --t) {
-      const float dt = dt_s[pos.c * RS + t], dy = dy_s[pos.c * RS + t];
+      const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t];
       dtsum += dt;
+      float Cv[K];
+      if (p.is_variable_C) read_states(Cv, C_s, bc_pitch, t, s.p);
+      else {
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const int n = pos.p + l.P * k;
-        const float Cv = p.is_variable_C ? C_s[n * RS + t] : Cc[k];
-        g[k] = ex2(dt * A2[k]) * fmaf(Cv, dy, g[k]);
+        for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
       }
+#pragma unroll
+      for (int k = 0; k < K; ++k) g[k] = ex2(dt * A2[k]) * fmaf(Cv[k], dy, g[k]);
     }
     __syncthreads();
   }
-  if (!pos.valid) return;
+  if (!s.valid) return;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
-    const int n = pos.p + l.P * k;
+    const int n = s.p * K + k;
     if (n < N) w.split_local[(row * l.n_splits + split) * N + n] = g[k];
   }
-  if (pos.p == 0) w.split_dtsum[row * l.n_splits + split] = dtsum;
+  if (s.p == 0) w.split_dtsum[row * l.n_splits + split] = dtsum;
 }
 
 // Adjoint leaving each split to the left: q_{S-1} = dlast_state, q_{s-1} = local_s + exp(A sum dt_s) q_s.
@@ -290,14 +405,10 @@ __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
   }
 }
 
-inline size_t bwd_smem_bytes(const ScanLayout& l) {
-  return sizeof(float) * (6 * l.R + 2 * l.n_pad + size_t(l.K) * l.threads) * kRowStride;
-}
-
 template <typename input_t, int K>
 cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
   const size_t smem = bwd_smem_bytes(l);
-  const size_t local_smem = sizeof(float) * (3 * l.R + l.n_pad) * kRowStride;
+  const size_t local_smem = sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4));
   cudaError_t err = cudaFuncSetAttribute(bwd_kernel<input_t, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const unsigned gy = unsigned(p.batch * p.n_groups);
@@ -305,11 +416,11 @@ cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, cons
     err = cudaFuncSetAttribute(bwd_local_kernel<input_t, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(local_smem));
     if (err != cudaSuccess) return err;
     const dim3 grid(unsigned(l.n_cblocks), gy, unsigned(l.n_splits - 1));
-    bwd_local_kernel<input_t, K><<<grid, l.threads, local_smem, stream>>>(p, l, w);
+    bwd_local_kernel<input_t, K><<<grid, kThreads, local_smem, stream>>>(p, l, w);
     const int64_t total = p.batch * p.dim * p.dstate;
     bwd_combine_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
   }
-  bwd_kernel<input_t, K><<<dim3(unsigned(l.n_cblocks), gy, unsigned(l.n_splits)), l.threads, smem, stream>>>(p, l, w);
+  bwd_kernel<input_t, K><<<dim3(unsigned(l.n_cblocks), gy, unsigned(l.n_splits)), kThreads, smem, stream>>>(p, l, w);
   return cudaGetLastError();
 }
 

@@ -3,43 +3,50 @@
 // read once; dt, the scan and the gate stay on chip in fp32; (batch, dim, seqlen, N) is never stored.
 //
 // Grid: x = channel block within the group (R channels, layout in scan_common.cuh), y = batch * groups + g,
-// z = time split. Each block walks its split tile by tile: (1) stage dt, u and B/C of the tile in shared
-// memory, (2) every lane advances its K states through the tile (one exp2 per state and step), the P lanes
-// of a channel sum C*h with shuffles, (3) the block writes the gated output coalesced.
+// z = time split. Each block walks its split tile by tile: (1) stage dt, dt*u and B/C of the tile (loaded
+// into registers during the previous tile) in shared memory, (2) every lane advances its K states through
+// the tile, one exp2 per state and step, and the P lanes of a channel sum C*h with shuffles, four steps at
+// a time, (3) gate and store the output, coalesced along time.
 // With one split the kernel runs once. With S > 1 splits (few rows, long sequences) a first pass runs each
-// split from a zero state (kLocal: no output, only its end state and sum of dt), combine_splits chains them
-// (a split's total decay is exp(A * sum dt)), and the full pass starts each split from its true state.
+// split from a zero state (kLocal: no output, only its end state and sum of dt), fwd_combine_kernel chains
+// them (a split's total decay is exp(A * sum dt)), and the full pass starts each split from its true state.
 //
-// Instantiations: 3 input dtypes (fp32, fp16, bf16) x K in {4, 8} x kLocal = 12 of the scan kernel, 1 combine.
+// Instantiations: 3 input dtypes (fp32, fp16, bf16) x K in {4, 8} x kLocal = 12 scan kernels, 1 combine.
 #pragma once
 
 #include "selective_scan/scan_common.cuh"
 
 namespace mamba_ext::cuda {
 
+inline size_t fwd_smem_bytes(const ScanLayout& l) {
+  return sizeof(float) * (3 * l.R * kPitch + 2 * kTile * (l.n_pad + 4));
+}
+
 template <typename input_t, int K, bool kLocal>
-__global__ void fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
-  extern __shared__ float smem[];
-  float* dt_s = smem;                     // [R][kRowStride]
-  float* u_s = dt_s + l.R * kRowStride;   // [R][kRowStride]
-  float* y_s = u_s + l.R * kRowStride;    // [R][kRowStride]
-  float* B_s = y_s + l.R * kRowStride;    // [n_pad][kRowStride]
-  float* C_s = B_s + l.n_pad * kRowStride;
+__global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
+  extern __shared__ float4 smem4[];
+  const int R = l.R, bc_pitch = l.n_pad + 4;
+  float* dt_s = reinterpret_cast<float*>(smem4);  // [R][kPitch]
+  float* dtu_s = dt_s + R * kPitch;               // [R][kPitch]
+  float* y_s = dtu_s + R * kPitch;                // [R][kPitch]
+  float* B_s = y_s + R * kPitch;                  // [kTile][n_pad + 4]
+  float* C_s = B_s + kTile * bc_pitch;
 
-  const ThreadPos pos = thread_pos(p, l);
+  const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate;
-  const int64_t row = pos.b * p.dim + pos.d;  // (batch, channel) row of the state tensors
+  const int64_t row = s.b * p.dim + s.d;
 
+  // Scan role: states n = p*K + k of channel c.
   float A2[K], h[K], Bc[K], Cc[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) {
-    const int n = pos.p + l.P * k;
+    const int n = s.p * K + k;
     const bool real = n < N;
-    A2[k] = real ? static_cast<const float*>(p.A_ptr)[pos.d * N + n] * kLog2e : 0.f;
-    Bc[k] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[pos.d * N + n] : 0.f;
-    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[pos.d * N + n] : 0.f;
+    A2[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
+    Bc[k] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[s.d * N + n] : 0.f;
+    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
     h[k] = 0.f;
-    if (!kLocal && real) {
+    if (!kLocal && real && s.valid) {
       if (split > 0) {
         h[k] = w.split_in[(row * l.n_splits + split) * N + n];
       } else if (p.initial_state_ptr) {
@@ -47,76 +54,138 @@ __global__ void fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
       }
     }
   }
+  // Load/store role: time step `lane` of rows warp + 4 i.
+  float bias_io[kRowIters], D_io[kRowIters];
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    const int c = s.warp + 4 * i;
+    const bool ok = c < s.nvalid;
+    bias_io[i] = (ok && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + c] : 0.f;
+    D_io[i] = (ok && p.D_ptr) ? static_cast<const float*>(p.D_ptr)[s.dbase + c] : 0.f;
+  }
+
+  input_t u_n[kRowIters], delta_n[kRowIters], z_n[kRowIters], B_n[kRowIters], C_n[kRowIters];
+  const auto prefetch = [&](int64_t chunk) {
+    const int64_t t0 = chunk * kTile;
+    const int len = tile_len(p.seqlen, t0);
+    load_rows(u_n, p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, l, t0, len);
+    load_rows(delta_n, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, l, t0, len);
+    if (!kLocal && p.z_ptr) load_rows(z_n, p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, l, t0, len);
+    if (p.is_variable_B) {
+      load_bc(B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride, N,
+              s.lane, s.warp, len);
+    }
+    if (!kLocal && p.is_variable_C) {
+      load_bc(C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride, N,
+              s.lane, s.warp, len);
+    }
+  };
 
   float dtsum = 0.f;
   const int64_t chunk_begin = split * l.chunks_per_split;
   const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
+  if (chunk_begin < chunk_end) prefetch(chunk_begin);
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
-    if (!kLocal && pos.valid) {
+    if (!kLocal && s.valid) {
       float* dst = static_cast<float*>(p.chunk_states_ptr) + (row * p.n_chunks + chunk) * N;
 #pragma unroll
       for (int k = 0; k < K; ++k) {
-        const int n = pos.p + l.P * k;
-        if (n < N) dst[n] = h[k];
+        if (s.p * K + k < N) dst[s.p * K + k] = h[k];
       }
     }
-    load_dt_u<input_t>(p, l, pos.b, t0, len, dt_s, u_s, nullptr);
+
+    // (1) Stage the tile; keep u and z in registers for the gate.
+    float u_c[kRowIters];
+    input_t z_c[kRowIters];
+#pragma unroll
+    for (int i = 0; i < kRowIters; ++i) {
+      const int c = s.warp + 4 * i;
+      if (c >= R) continue;
+      u_c[i] = to_float(u_n[i]);
+      z_c[i] = z_n[i];
+      const float x = to_float(delta_n[i]) + bias_io[i];
+      float dt = x, dsp;
+      if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
+      if (c >= s.nvalid || s.lane >= len) dt = 0.f;  // padding leaves the state unchanged
+      dt_s[c * kPitch + s.lane] = dt;
+      dtu_s[c * kPitch + s.lane] = dt * u_c[i];
+    }
     if (p.is_variable_B) {
-      load_bc<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, p.B_dstate_stride, p, l, pos.b, pos.g, t0,
-                       len, B_s);
+      stage_bc(B_s, B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
+               N, l, s.lane, s.warp, len);
     }
     if (!kLocal && p.is_variable_C) {
-      load_bc<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, p.C_dstate_stride, p, l, pos.b, pos.g, t0,
-                       len, C_s);
+      stage_bc(C_s, C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
+               N, l, s.lane, s.warp, len);
     }
     __syncthreads();
+    if (chunk + 1 < chunk_end) prefetch(chunk + 1);  // in flight during the scan
 
-    const float* dt_row = dt_s + pos.c * kRowStride;
-    const float* u_row = u_s + pos.c * kRowStride;
-#pragma unroll 4
-    for (int t = 0; t < kTile; ++t) {
-      const float dt = dt_row[t], dtu = dt * u_row[t];
-      dtsum += dt;
-      float y = 0.f;
+    // (2) Scan, four steps at a time.
+    const float* dt_row = dt_s + s.c * kPitch;
+    const float* dtu_row = dtu_s + s.c * kPitch;
+#pragma unroll 1
+    for (int t = 0; t < kTile; t += 4) {
+      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+      const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
+      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+      float y[4];
 #pragma unroll
-      for (int k = 0; k < K; ++k) {
-        const int n = pos.p + l.P * k;
-        const float Bv = p.is_variable_B ? B_s[n * kRowStride + t] : Bc[k];
-        h[k] = fmaf(ex2(dt * A2[k]), h[k], dtu * Bv);
-        if (!kLocal) y = fmaf(p.is_variable_C ? C_s[n * kRowStride + t] : Cc[k], h[k], y);
+      for (int j = 0; j < 4; ++j) {
+        float Bv[K], Cv[K];
+        if (p.is_variable_B) read_states(Bv, B_s, bc_pitch, t + j, s.p);
+        else {
+#pragma unroll
+          for (int k = 0; k < K; ++k) Bv[k] = Bc[k];
+        }
+        if (!kLocal && p.is_variable_C) read_states(Cv, C_s, bc_pitch, t + j, s.p);
+        else {
+#pragma unroll
+          for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
+        }
+        y[j] = 0.f;
+#pragma unroll
+        for (int k = 0; k < K; ++k) {
+          h[k] = fmaf(ex2(dtv[j] * A2[k]), h[k], dtuv[j] * Bv[k]);
+          if (!kLocal) y[j] = fmaf(Cv[k], h[k], y[j]);
+        }
       }
-      if (!kLocal) {
-        y = channel_sum(y, l.P);
-        if (pos.p == 0) y_s[pos.c * kRowStride + t] = y;
+      if (kLocal) {
+        dtsum += (dtv[0] + dtv[1]) + (dtv[2] + dtv[3]);
+      } else {
+        for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+        }
+        if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
       }
     }
     __syncthreads();
 
+    // (3) Gate and store. The next tile's staging writes other arrays, and its scan writes y_s only after
+    // the next barrier, so no barrier is needed here.
     if (!kLocal) {
-      // Gate and store, consecutive threads on consecutive time steps of a channel.
-      for (int e = threadIdx.x; e < l.R * kTile; e += l.threads) {
-        const int c = e / kTile, t = e % kTile;
-        const int64_t d = block_channel(p, l, c);
-        if (d < 0 || t >= len) continue;
-        const int64_t tt = t0 + t;
-        float v = y_s[c * kRowStride + t];
-        if (p.D_ptr) v += static_cast<const float*>(p.D_ptr)[d] * u_s[c * kRowStride + t];
+#pragma unroll
+      for (int i = 0; i < kRowIters; ++i) {
+        const int c = s.warp + 4 * i;
+        if (c >= s.nvalid || s.lane >= len) continue;
+        float v = fmaf(D_io[i], u_c[i], y_s[c * kPitch + s.lane]);
         if (p.z_ptr) {
-          const float z = to_float(static_cast<const input_t*>(p.z_ptr)[pos.b * p.z_batch_stride + d * p.z_dim_stride + tt]);
+          const float z = to_float(z_c[i]);
           v *= z * sigmoid(z);
         }
-        static_cast<input_t*>(p.out_ptr)[pos.b * p.out_batch_stride + d * p.out_dim_stride + tt] = from_float<input_t>(v);
+        static_cast<input_t*>(p.out_ptr)[s.b * p.out_batch_stride + (s.dbase + c) * p.out_dim_stride + t0 + s.lane] =
+            from_float<input_t>(v);
       }
-      __syncthreads();  // the next tile's loads overwrite u_s and y_s
     }
   }
 
-  if (!pos.valid) return;
+  if (!s.valid) return;
 #pragma unroll
   for (int k = 0; k < K; ++k) {
-    const int n = pos.p + l.P * k;
+    const int n = s.p * K + k;
     if (n >= N) continue;
     if (kLocal) {
       w.split_local[(row * l.n_splits + split) * N + n] = h[k];
@@ -124,7 +193,7 @@ __global__ void fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
       static_cast<float*>(p.last_state_ptr)[row * N + n] = h[k];
     }
   }
-  if (kLocal && pos.p == 0) w.split_dtsum[row * l.n_splits + split] = dtsum;
+  if (kLocal && s.p == 0) w.split_dtsum[row * l.n_splits + split] = dtsum;
 }
 
 // Chains the splits: the state entering split s is the state entering split s-1 decayed by exp(A * sum dt)
@@ -145,7 +214,7 @@ __global__ void fwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
 
 template <typename input_t, int K>
 cudaError_t launch_fwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
-  const size_t smem = sizeof(float) * (3 * l.R + 2 * l.n_pad) * kRowStride;
+  const size_t smem = fwd_smem_bytes(l);
   const dim3 grid(unsigned(l.n_cblocks), unsigned(p.batch * p.n_groups), unsigned(l.n_splits));
   // 2 instantiations here (kLocal), per input dtype and K.
   for (auto kernel : {fwd_kernel<input_t, K, true>, fwd_kernel<input_t, K, false>}) {
@@ -153,11 +222,11 @@ cudaError_t launch_fwd_k(const SelectiveScanParams& p, const ScanLayout& l, cons
     if (err != cudaSuccess) return err;
   }
   if (l.n_splits > 1) {
-    fwd_kernel<input_t, K, true><<<grid, l.threads, smem, stream>>>(p, l, w);
+    fwd_kernel<input_t, K, true><<<grid, kThreads, smem, stream>>>(p, l, w);
     const int64_t total = p.batch * p.dim * p.dstate;
     fwd_combine_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
   }
-  fwd_kernel<input_t, K, false><<<grid, l.threads, smem, stream>>>(p, l, w);
+  fwd_kernel<input_t, K, false><<<grid, kThreads, smem, stream>>>(p, l, w);
   return cudaGetLastError();
 }
 

@@ -1,14 +1,17 @@
 // Pieces shared by the CUDA forward and backward selective-scan kernels (fwd_kernel.cuh, bwd_kernel.cuh):
-// the thread layout, the workspace, dtype conversions and fast special functions. No torch headers, so
-// these compile with plain nvcc (scripts/nvcc_check.sh).
+// the thread layout, the workspace, tile loads, dtype conversions and fast special functions. No torch
+// headers, so these compile with plain nvcc (scripts/nvcc_check.sh).
 //
-// Thread layout (both directions). A block covers R channels of one (batch, group) and one time split.
-// Each channel is served by P consecutive lanes (P a power of two <= 32) and each lane keeps K states
-// (n = p + P*k, k < K) in fp32 registers, so N <= P*K = n_pad; padded states have A = B = C = 0 and stay
-// zero. Because all R channels share the (batch, group), a time tile of input-dependent B and C is staged
-// once in shared memory and read by every channel (mamba_ssm re-reads it from L2 once per channel).
+// Thread layout (both directions). A block of kThreads threads covers R channels of one (batch, group)
+// and one time split. Each channel is served by P consecutive lanes (P a power of two, 4 <= P <= 32, so
+// R = kThreads / P <= 32) and each lane keeps K consecutive states n = p*K + k in fp32 registers; padded
+// states (n >= N) have A = B = C = 0 and stay zero. All R channels share the (batch, group), so a time
+// tile of input-dependent B and C is staged once in shared memory and read by every channel (mamba_ssm
+// re-reads it from L2 once per channel).
 // Time advances in tiles of kTile steps; the forward saves the state entering every tile (chunk_size ==
 // kTile), which is exactly the backward's recompute window.
+// Tile loads: thread (warp w, lane t) loads time step t of rows w, w+4, w+8, ... (coalesced along time)
+// into registers one tile ahead, so global latency overlaps the scan of the current tile.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -21,16 +24,18 @@
 
 namespace mamba_ext::cuda {
 
-constexpr int kTile = 32;            // time steps per tile == CUDA chunk_size (autograd.cpp: kCudaChunkSize)
-constexpr int kRowStride = kTile + 1;  // shared-memory row pitch: odd, so rows of consecutive lanes differ in bank
+constexpr int kThreads = 128;       // threads per block, both directions
+constexpr int kTile = 32;           // time steps per tile == CUDA chunk_size (autograd.cpp: kCudaChunkSize)
+constexpr int kRowIters = 8;        // rows a thread loads per tile: R / 4 <= 8
+constexpr int kPitch = kTile + 4;   // [c][t] arrays: 16-byte aligned rows, consecutive rows 4 banks apart
+constexpr int kHistPitch = kTile + 1;  // per-lane state history: odd pitch, lanes hit distinct banks
 constexpr float kLog2e = 1.4426950408889634f;
 
 struct ScanLayout {
   int K = 4;        // states per lane (a template parameter of the kernels: 4 for N <= 128, else 8)
-  int P = 1;        // lanes per channel
+  int P = 4;        // lanes per channel
   int R = 32;       // channels per block
-  int threads = 32; // R * P
-  int n_pad = 4;    // P * K >= N
+  int n_pad = 16;   // P * K >= N
   int64_t n_cblocks = 1;  // channel blocks per group
   int64_t n_splits = 1, chunks_per_split = 1;  // time splits (separate blocks, combined by a small kernel)
 };
@@ -52,10 +57,9 @@ struct ScanWork {
 inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blocks_per_sm) {
   ScanLayout l;
   l.K = p.dstate <= 128 ? 4 : 8;
-  l.P = 1;
+  l.P = 4;
   while (l.P * l.K < p.dstate) l.P *= 2;
-  l.R = l.P <= 4 ? 32 : 128 / l.P;
-  l.threads = l.R * l.P;
+  l.R = kThreads / l.P;
   l.n_pad = l.P * l.K;
   const int64_t channels = p.dim / p.n_groups;
   l.n_cblocks = (channels + l.R - 1) / l.R;
@@ -70,34 +74,31 @@ inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blo
   return l;
 }
 
-// Where a thread sits: its channel d, whether the channel exists, and its lane p within the channel.
-struct ThreadPos {
-  int c, p;                 // channel within the block, lane within the channel
-  int64_t b, g, d;          // batch, group, global channel (clamped to a real one when !valid)
+// The block's place, computed once: batch b, group g, first global channel dbase, real channels nvalid.
+// The thread's scan role: channel c, lane p within it, global channel d (clamped to a real one).
+struct Pos {
+  int64_t b, g, dbase, d;
+  int nvalid, c, p, warp, lane;
   bool valid;
 };
 
-__device__ __forceinline__ ThreadPos thread_pos(const SelectiveScanParams& p, const ScanLayout& l) {
-  ThreadPos t;
-  t.c = threadIdx.x / l.P;
-  t.p = threadIdx.x % l.P;
-  t.b = blockIdx.y / p.n_groups;
-  t.g = blockIdx.y % p.n_groups;
+__device__ __forceinline__ Pos block_pos(const SelectiveScanParams& p, const ScanLayout& l) {
+  Pos s;
+  s.b = blockIdx.y / p.n_groups;
+  s.g = blockIdx.y - s.b * p.n_groups;
   const int64_t channels = p.dim / p.n_groups;
-  const int64_t local = int64_t(blockIdx.x) * l.R + t.c;
-  t.valid = local < channels;
-  t.d = t.g * channels + (t.valid ? local : channels - 1);
-  return t;
+  const int64_t first = int64_t(blockIdx.x) * l.R;
+  s.dbase = s.g * channels + first;
+  s.nvalid = int(channels - first < l.R ? channels - first : l.R);
+  s.c = threadIdx.x / l.P;
+  s.p = threadIdx.x % l.P;
+  s.valid = s.c < s.nvalid;
+  s.d = s.dbase + (s.valid ? s.c : s.nvalid - 1);
+  s.warp = threadIdx.x / 32;
+  s.lane = threadIdx.x % 32;
+  return s;
 }
 
-// Global channel of block-local channel c, or -1 when the block runs past its group.
-__device__ __forceinline__ int64_t block_channel(const SelectiveScanParams& p, const ScanLayout& l, int c) {
-  const int64_t channels = p.dim / p.n_groups;
-  const int64_t local = int64_t(blockIdx.x) * l.R + c;
-  return local < channels ? (blockIdx.y % p.n_groups) * channels + local : -1;
-}
-
-// Steps of the tile starting at t0 that lie inside the sequence.
 __device__ __forceinline__ int tile_len(int64_t seqlen, int64_t t0) {
   return seqlen - t0 < kTile ? int(seqlen - t0) : kTile;
 }
@@ -123,10 +124,20 @@ __device__ __forceinline__ float ex2(float x) {
   return y;
 }
 
-// softplus(x) = log(1 + e^x), identity above 20 as in the reference; log1pf keeps small values accurate.
-__device__ __forceinline__ float softplus(float x) { return x <= 20.f ? log1pf(ex2(x * kLog2e)) : x; }
-
 __device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + ex2(-x * kLog2e)); }
+
+// dt = softplus(x) (identity above 20, as the reference; log1pf keeps small values accurate) and its
+// derivative sigmoid(x), sharing one exp.
+__device__ __forceinline__ void softplus_and_grad(float x, float& dt, float& dsp) {
+  if (x > 20.f) {
+    dt = x;
+    dsp = 1.f;
+  } else {
+    const float e = ex2(x * kLog2e);
+    dt = log1pf(e);
+    dsp = __fdividef(e, 1.f + e);
+  }
+}
 
 // Sum over the P lanes of a channel (P consecutive lanes, P a power of two).
 __device__ __forceinline__ float channel_sum(float v, int P) {
@@ -134,44 +145,67 @@ __device__ __forceinline__ float channel_sum(float v, int P) {
   return v;
 }
 
-// dt and u of one tile for the block's channels into shared memory ([c][t], pitch kRowStride); steps past
-// the sequence get dt = u = 0, which leaves the state unchanged. Optionally also softplus'(x) = sigmoid(x).
+// Time step `lane` of the block's rows warp + 4 i (i < R / 4) of a (batch, dim, seqlen) tensor, zero
+// outside the sequence and past the group's channels.
 template <typename input_t>
-__device__ __forceinline__ void load_dt_u(const SelectiveScanParams& p, const ScanLayout& l, int64_t b,
-                                          int64_t t0, int len, float* dt_s, float* u_s, float* dsp_s) {
-  for (int e = threadIdx.x; e < l.R * kTile; e += l.threads) {
-    const int c = e / kTile, t = e % kTile;
-    const int64_t d = block_channel(p, l, c);
-    float dt = 0.f, u = 0.f, dsp = 0.f;
-    if (d >= 0 && t < len) {
-      const int64_t tt = t0 + t;
-      u = to_float(static_cast<const input_t*>(p.u_ptr)[b * p.u_batch_stride + d * p.u_dim_stride + tt]);
-      float x = to_float(static_cast<const input_t*>(p.delta_ptr)[b * p.delta_batch_stride + d * p.delta_dim_stride + tt]);
-      if (p.delta_bias_ptr) x += static_cast<const float*>(p.delta_bias_ptr)[d];
-      dt = x;
-      dsp = 1.f;
-      if (p.delta_softplus) {
-        dt = softplus(x);
-        dsp = x <= 20.f ? sigmoid(x) : 1.f;
-      }
-    }
-    dt_s[c * kRowStride + t] = dt;
-    u_s[c * kRowStride + t] = u;
-    if (dsp_s) dsp_s[c * kRowStride + t] = dsp;
+__device__ __forceinline__ void load_rows(input_t (&r)[kRowIters], const void* ptr, int64_t batch_stride,
+                                          int64_t dim_stride, const Pos& s, const ScanLayout& l, int64_t t0,
+                                          int len) {
+  const input_t* base = static_cast<const input_t*>(ptr) + s.b * batch_stride + s.dbase * dim_stride + t0 + s.lane;
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    const int c = s.warp + 4 * i;
+    r[i] = (c < s.nvalid && s.lane < len) ? base[c * dim_stride] : from_float<input_t>(0.f);
   }
 }
 
-// One tile of input-dependent B or C of the block's (batch, group) into shared memory ([n][t], pitch
-// kRowStride), zero past N and past the sequence.
+// Rows n = warp + 4 i of a tile of input-dependent B or C of the block's (batch, group): the first
+// kRowIters row groups into registers (ahead of time), the rest (N > 32) when staged.
 template <typename input_t>
-__device__ __forceinline__ void load_bc(const void* src_ptr, int64_t batch_stride, int64_t group_stride,
-                                        int64_t dstate_stride, const SelectiveScanParams& p,
-                                        const ScanLayout& l, int64_t b, int64_t g, int64_t t0, int len,
-                                        float* dst) {
-  const input_t* src = static_cast<const input_t*>(src_ptr) + b * batch_stride + g * group_stride + t0;
-  for (int e = threadIdx.x; e < l.n_pad * kTile; e += l.threads) {
-    const int n = e / kTile, t = e % kTile;
-    dst[n * kRowStride + t] = (n < p.dstate && t < len) ? to_float(src[n * dstate_stride + t]) : 0.f;
+__device__ __forceinline__ const input_t* bc_base(const void* ptr, int64_t batch_stride, int64_t group_stride,
+                                                  const Pos& s, int64_t t0) {
+  return static_cast<const input_t*>(ptr) + s.b * batch_stride + s.g * group_stride + t0 + s.lane;
+}
+
+template <typename input_t>
+__device__ __forceinline__ void load_bc(input_t (&r)[kRowIters], const input_t* base, int64_t dstate_stride,
+                                        int64_t N, int lane, int warp, int len) {
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    const int n = warp + 4 * i;
+    r[i] = (n < N && lane < len) ? base[n * dstate_stride] : from_float<input_t>(0.f);
+  }
+}
+
+// Writes the B or C tile to shared memory as [t][n] (pitch n_pad + 4, so a lane reads its K states as
+// float4s), zero past N and past the sequence.
+template <typename input_t>
+__device__ __forceinline__ void stage_bc(float* dst, const input_t (&r)[kRowIters], const input_t* base,
+                                         int64_t dstate_stride, int64_t N, const ScanLayout& l, int lane,
+                                         int warp, int len) {
+  const int pitch = l.n_pad + 4;
+#pragma unroll
+  for (int i = 0; i < kRowIters; ++i) {
+    const int n = warp + 4 * i;
+    if (n < l.n_pad) dst[lane * pitch + n] = to_float(r[i]);  // r is already zero past N and the sequence
+  }
+  for (int i = kRowIters; i < l.n_pad / 4; ++i) {
+    const int n = warp + 4 * i;
+    dst[lane * pitch + n] = (n < N && lane < len) ? to_float(base[n * dstate_stride]) : 0.f;
+  }
+}
+
+// The K values of a lane's states at step t of a staged [t][n] tile.
+template <int K>
+__device__ __forceinline__ void read_states(float (&v)[K], const float* tile, int pitch, int t, int p) {
+  const float4* q = reinterpret_cast<const float4*>(tile + t * pitch + p * K);
+#pragma unroll
+  for (int j = 0; j < K / 4; ++j) {
+    const float4 f = q[j];
+    v[4 * j] = f.x;
+    v[4 * j + 1] = f.y;
+    v[4 * j + 2] = f.z;
+    v[4 * j + 3] = f.w;
   }
 }
 
