@@ -14,14 +14,18 @@ echo "build: $(( $(date +%s) - start )) s (TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARC
 for step in "$@"; do
   case $step in
     quick) python3 scripts/cuda_quick_check.py 2>&1 | tee "$OUT/quick.log" ;;
-    tests) python3 -m pytest -q -x tests/test_selective_scan_cuda.py tests/test_selective_scan.py -k "cuda" 2>&1 \
-             | tee "$OUT/tests.log" | tail -15 ;;
+    tests) files=(tests/test_selective_scan_cuda.py); [[ -e tests/test_selective_scan.py ]] && files+=(tests/test_selective_scan.py)
+           python3 -m pytest -q -rs "${files[@]}" 2>&1 | tee "$OUT/tests.log" | tail -25 ;;
     sanitizer)
       for tool in memcheck racecheck; do
         compute-sanitizer --tool $tool --error-exitcode 1 python3 scripts/sanitizer_case.py >"$OUT/$tool.log" 2>&1
         echo "compute-sanitizer $tool: exit $? ($(grep -c 'ERROR SUMMARY: 0' "$OUT/$tool.log") clean summaries)"
         tail -3 "$OUT/$tool.log"
       done ;;
+    ncu) ncu --clock-control none -k 'regex:(fwd|bwd)_kernel' --launch-skip 4 --launch-count 2 \
+           --section SpeedOfLight --section Occupancy --section WarpStateStats --section ComputeWorkloadAnalysis \
+           --section MemoryWorkloadAnalysis --section LaunchStats --section InstructionStats \
+           python3 scripts/profile_scan.py >"$OUT/ncu.txt" 2>&1; grep -E "fwd_kernel|bwd_kernel|Duration|Throughput|Warp Cycles|Achieved Occ|Registers|Stall|Issue|Eligible|Pipe" "$OUT/ncu.txt" | head -80 ;;
     bench) python3 benchmarks/bench_scan_cuda.py --out "$OUT" 2>&1 | tee "$OUT/bench.log" ;;
   esac
 done
