@@ -27,10 +27,12 @@ def want_cuda():
 def extension():
     here = os.path.dirname(os.path.abspath(__file__))
     cpp = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp-simd"]
+    # -fopenmp: at::parallel_for is inline code that runs serially unless compiled with OpenMP.
+    # -Wno-psabi: cpu_chunk.h passes 64-byte vectors between always-inline helpers.
+    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-Wno-psabi"]
     if not want_cuda():
         return CppExtension("mamba_ext._C", cpp, include_dirs=[os.path.join(here, "csrc")],
-                            extra_compile_args={"cxx": cxx_flags})
+                            extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
     if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         raise RuntimeError("building CUDA kernels without a visible GPU: set TORCH_CUDA_ARCH_LIST, e.g. 9.0")
     cu = sorted(glob.glob("csrc/**/*.cu", recursive=True))
@@ -39,7 +41,7 @@ def extension():
                   "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__"]
     return CUDAExtension("mamba_ext._C", cpp + cu, include_dirs=[os.path.join(here, "csrc")],
                          define_macros=[("MAMBA_EXT_WITH_CUDA", None)],
-                         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags})
+                         extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags}, extra_link_args=["-fopenmp"])
 
 
 setup(ext_modules=[extension()], cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)})

@@ -32,12 +32,17 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
         dt = F.softplus(dt)  # threshold 20, as in the kernels
     Bx = _expand_BC(B, dim, seqlen)
     Cx = _expand_BC(C, dim, seqlen)
+    decay = torch.exp(dt[..., None] * A[:, None, :])  # (batch, dim, seqlen, N)
+    drive = (dt * u)[..., None] * Bx.transpose(-1, -2)  # (batch, dim, seqlen, N)
     h = initial_state if initial_state is not None else u.new_zeros(batch, dim, A.shape[1])
-    ys = []
+    states = []
     for t in range(seqlen):
-        h = torch.exp(dt[:, :, t, None] * A) * h + (dt[:, :, t] * u[:, :, t])[..., None] * Bx[..., t]
-        ys.append((h * Cx[..., t]).sum(-1))
-    y = torch.stack(ys, dim=-1) if ys else u.new_zeros(batch, dim, 0)
+        h = decay[:, :, t] * h + drive[:, :, t]
+        states.append(h)
+    if states:
+        y = torch.einsum("bdtn,bdnt->bdt", torch.stack(states, dim=2), Cx.expand(batch, -1, -1, -1))
+    else:
+        y = u.new_zeros(batch, dim, 0)
     if D is not None:
         y = y + D[:, None] * u
     out = y * F.silu(z) if z is not None else y

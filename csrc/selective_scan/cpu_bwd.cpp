@@ -13,6 +13,7 @@
 
 #include "common/checks.h"
 #include "selective_scan/cpu_chunk.h"
+#include "selective_scan/cpu_elementwise.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
 
@@ -25,127 +26,123 @@ struct Partials {
   at::Tensor dA, dD, ddelta_bias, dB, dC;  // (batch, dim, N), (batch, dim), (batch, dim), see make_partials
 };
 
-// Scratch of one task, carved from one buffer: per-channel carries, one chunk of B/C and their gradients,
-// the recomputed states and decays, and per-step vectors.
+// Scratch of one task, carved from one zero-initialized buffer (padded lanes n >= N stay zero): per-channel
+// carries and parameter rows, one chunk of B/C and their gradients, the recomputed states and decays, and
+// per-step vectors.
 template <typename acc_t>
 struct Scratch {
-  acc_t *g_next, *dA, *B_chunk, *C_chunk, *dB_chunk, *dC_chunk, *hs, *as;
-  acc_t *u, *dt, *dtu, *y, *dy, *ddt, *du_scan;
-  Scratch(std::vector<acc_t>& buf, int64_t K, int64_t T, int64_t N) {
+  acc_t *g_next, *dA, *A, *B_rows, *C_rows, *dB_rows, *dC_rows;
+  acc_t *B_chunk, *C_chunk, *dB_chunk, *dC_chunk, *hs, *as;
+  acc_t *u, *x, *dt, *dtu, *y, *z, *dout, *dy, *ddt, *du_scan;
+  Scratch(std::vector<acc_t>& buf, int64_t K, int64_t T, int64_t Np) {
     acc_t* q = buf.data();
-    for (acc_t** v : {&g_next, &dA}) { *v = q; q += K * N; }
-    for (acc_t** v : {&B_chunk, &C_chunk, &dB_chunk, &dC_chunk, &hs, &as}) { *v = q; q += T * N; }
-    for (acc_t** v : {&u, &dt, &dtu, &y, &dy, &ddt, &du_scan}) { *v = q; q += T; }
+    for (acc_t** v : {&g_next, &dA, &A, &B_rows, &C_rows, &dB_rows, &dC_rows}) { *v = q; q += K * Np; }
+    for (acc_t** v : {&B_chunk, &C_chunk, &dB_chunk, &dC_chunk, &hs, &as}) { *v = q; q += T * Np; }
+    for (acc_t** v : {&u, &x, &dt, &dtu, &y, &z, &dout, &dy, &ddt, &du_scan}) { *v = q; q += T; }
   }
-  static int64_t size(int64_t K, int64_t T, int64_t N) { return 2 * K * N + 6 * T * N + 7 * T; }
+  static int64_t size(int64_t K, int64_t T, int64_t Np) { return 7 * K * Np + 6 * T * Np + 10 * T; }
 };
 
-// dy = dout * silu(z) and dz = dout * y * silu'(z) (y with the D term); without z, dy = dout.
+// Gradients of one row chunk through the gate: s.dy and dz (written out), and the dD contribution.
 template <typename input_t, typename acc_t>
-void gate_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len,
+void gate_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, int64_t len_v,
                    Scratch<acc_t>& s, acc_t* dD) {
   const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-  const auto* dout = static_cast<const input_t*>(p.dout_ptr) + b * p.dout_batch_stride + d * p.dout_dim_stride + t0;
-  const auto* z = p.z_ptr ? static_cast<const input_t*>(p.z_ptr) + b * p.z_batch_stride + d * p.z_dim_stride + t0
-                          : nullptr;
-  auto* dz = p.z_ptr ? static_cast<input_t*>(p.dz_ptr) + (b * p.dim + d) * p.seqlen + t0 : nullptr;
-  for (int64_t t = 0; t < len; ++t) {
-    const acc_t g = static_cast<acc_t>(dout[t]);
-    acc_t dy = g;
-    if (z) {
-      const acc_t zt = static_cast<acc_t>(z[t]), sg = cpu::sigmoid(zt);
-      const acc_t y = s.y[t] + D * s.u[t];
-      dz[t] = static_cast<input_t>(g * y * sg * (1 + zt * (1 - sg)));
-      dy = g * zt * sg;
-    }
-    s.dy[t] = dy;
-    *dD += dy * s.u[t];
+  cpu::load_row<input_t>(p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, b, d, t0, len, s.dout);
+  if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len, s.z);
+  cpu::gate_backward<acc_t>(len_v, D, s.dout, s.u, s.y, p.z_ptr ? s.z : nullptr, s.dy);
+  if (p.z_ptr) {
+    auto* dz = static_cast<input_t*>(p.dz_ptr) + (b * p.dim + d) * p.seqlen + t0;
+    for (int64_t t = 0; t < len; ++t) dz[t] = static_cast<input_t>(s.z[t]);
   }
+  for (int64_t t = 0; t < len; ++t) *dD += s.dy[t] * s.u[t];
 }
 
-// du = du_scan + D dy; ddelta = ddt * softplus'(delta + bias).
+// du = du_scan + D dy; ddelta = ddt * softplus'(x); and the ddelta_bias contribution.
 template <typename input_t, typename acc_t>
-void input_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len,
-                    const Scratch<acc_t>& s, acc_t* ddelta_bias) {
+void input_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, int64_t len_v,
+                    Scratch<acc_t>& s, acc_t* ddelta_bias) {
   const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-  const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
-  const auto* delta =
-      static_cast<const input_t*>(p.delta_ptr) + b * p.delta_batch_stride + d * p.delta_dim_stride + t0;
+  if (p.delta_softplus) cpu::softplus_backward<acc_t>(len_v, s.x, s.ddt);
   const int64_t offset = (b * p.dim + d) * p.seqlen + t0;
   auto* du = static_cast<input_t*>(p.du_ptr) + offset;
   auto* ddelta = static_cast<input_t*>(p.ddelta_ptr) + offset;
   for (int64_t t = 0; t < len; ++t) {
     du[t] = static_cast<input_t>(s.du_scan[t] + D * s.dy[t]);
-    acc_t g = s.ddt[t];
-    if (p.delta_softplus) {
-      const acc_t x = static_cast<acc_t>(delta[t]) + bias;
-      if (x <= acc_t(20)) g *= cpu::sigmoid(x);
-    }
-    ddelta[t] = static_cast<input_t>(g);
-    *ddelta_bias += g;
+    ddelta[t] = static_cast<input_t>(s.ddt[t]);
+    *ddelta_bias += s.ddt[t];
   }
 }
 
 template <typename input_t, typename acc_t>
 void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_t splits, Scratch<acc_t> s,
                    const Partials& out) {
-  const int64_t T = p.chunk_size, N = p.dstate, K = r.d_end - r.d_begin;
-  const auto* A = static_cast<const acc_t*>(p.A_ptr);
+  const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
+  const int64_t K = r.d_end - r.d_begin, row0 = r.b * p.dim + r.d_begin;
   const auto* chunk_states = static_cast<const acc_t*>(p.chunk_states_ptr);
-  const auto* dlast = static_cast<const acc_t*>(p.dlast_state_ptr);
-  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0);
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t row = r.b * p.dim + r.d_begin + k;
-    for (int64_t n = 0; n < N; ++n) {
-      s.g_next[k * N + n] = dlast ? dlast[row * N + n] : acc_t(0);
-      s.dA[k * N + n] = 0;
-    }
+  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0);
+  cpu::load_padded_rows(p.A_ptr, r.d_begin, K, N, Np, s.A);
+  if (!p.is_variable_B) cpu::load_padded_rows(p.B_ptr, r.d_begin, K, N, Np, s.B_rows);
+  if (!p.is_variable_C) cpu::load_padded_rows(p.C_ptr, r.d_begin, K, N, Np, s.C_rows);
+  if (p.dlast_state_ptr) {
+    cpu::load_padded_rows(p.dlast_state_ptr, row0, K, N, Np, s.g_next);
+  } else {
+    std::fill(s.g_next, s.g_next + K * Np, acc_t(0));
   }
+  for (acc_t* v : {s.dA, s.dB_rows, s.dC_rows}) std::fill(v, v + K * Np, acc_t(0));
   const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
   const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
-  // Input-dependent dB/dC partials: (batch, groups, splits, N, seqlen); constant: (batch, dim, N).
+  // Input-dependent dB/dC partials: (batch, groups, splits, N, seqlen).
   const int64_t part = ((r.b * p.n_groups + r.g) * splits + r.s) * N * p.seqlen;
   for (int64_t c = p.n_chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * T, len = std::min(T, p.seqlen - t0);
     if (p.is_variable_B) {
-      cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, s.B_chunk);
-      std::fill(s.dB_chunk, s.dB_chunk + len * N, acc_t(0));
+      cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, Np, s.B_chunk);
+      std::fill(s.dB_chunk, s.dB_chunk + len * Np, acc_t(0));
     }
     if (p.is_variable_C) {
-      cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, s.C_chunk);
-      std::fill(s.dC_chunk, s.dC_chunk + len * N, acc_t(0));
+      cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, Np, s.C_chunk);
+      std::fill(s.dC_chunk, s.dC_chunk + len * Np, acc_t(0));
     }
     for (int64_t k = 0; k < K; ++k) {
-      const int64_t d = r.d_begin + k, row = r.b * p.dim + d;
-      const acc_t* h0 = chunk_states + (row * p.n_chunks + c) * N;
-      cpu::load_dt<input_t>(p, r.b, d, t0, len, s.u, s.dt, s.dtu);
+      const int64_t d = r.d_begin + k;
+      const acc_t* saved = chunk_states + ((row0 + k) * p.n_chunks + c) * N;
+      std::copy(saved, saved + N, h0.data());
+      const int64_t len_v = cpu::round_up(len, cpu::Simd<acc_t>::kWidth);  // whole vectors
+      cpu::load_u_and_x<input_t>(p, r.b, d, t0, len, s.u, s.x);
+      cpu::discretize<acc_t>(len_v, p.delta_softplus, s.u, s.x, s.dt, s.dtu);
       int64_t Bs, Cs;
-      const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, p.B_ptr, d, N, &Bs);
-      const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, p.C_ptr, d, N, &Cs);
-      cpu::scan_chunk_recompute<acc_t>(len, N, s.dt, s.dtu, B, Bs, C, Cs, A + d * N, h0, s.hs, s.as, s.y);
-      gate_backward<input_t>(p, r.b, d, t0, len, s, &dD[k]);
-      acc_t* dB = p.is_variable_B ? s.dB_chunk : out.dB.data_ptr<acc_t>() + row * N;
-      acc_t* dC = p.is_variable_C ? s.dC_chunk : out.dC.data_ptr<acc_t>() + row * N;
-      cpu::scan_chunk_reverse<acc_t>(len, N, s.dt, s.u, s.dtu, s.dy, B, Bs, C, Cs, A + d * N, h0, s.hs, s.as,
-                                     s.g_next + k * N, dB, Bs, dC, Cs, s.dA + k * N, s.ddt, s.du_scan);
-      input_backward<input_t>(p, r.b, d, t0, len, s, &ddelta_bias[k]);
+      const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, s.B_rows, k, Np, &Bs);
+      const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, s.C_rows, k, Np, &Cs);
+      acc_t* dB = cpu::row_operand(p.is_variable_B, s.dB_chunk, s.dB_rows, k, Np, &Bs);
+      acc_t* dC = cpu::row_operand(p.is_variable_C, s.dC_chunk, s.dC_rows, k, Np, &Cs);
+      const acc_t* A = s.A + k * Np;
+      cpu::scan_chunk_recompute<acc_t>(len, Np, s.dt, s.dtu, B, Bs, C, Cs, A, h0.data(), s.hs, s.as, s.y);
+      gate_backward<input_t>(p, r.b, d, t0, len, len_v, s, &dD[k]);
+      cpu::scan_chunk_reverse<acc_t>(len, Np, s.dt, s.u, s.dtu, s.dy, B, Bs, C, Cs, A, h0.data(), s.hs, s.as,
+                                     s.g_next + k * Np, dB, dC, s.dA + k * Np, s.ddt, s.du_scan);
+      input_backward<input_t>(p, r.b, d, t0, len, len_v, s, &ddelta_bias[k]);
     }
     for (auto [is_variable, chunk, dst] : {std::tuple{p.is_variable_B, s.dB_chunk, out.dB},
                                            std::tuple{p.is_variable_C, s.dC_chunk, out.dC}}) {
       if (!is_variable) continue;
       acc_t* base = dst.template data_ptr<acc_t>() + part + t0;
       for (int64_t t = 0; t < len; ++t)
-        for (int64_t n = 0; n < N; ++n) base[n * p.seqlen + t] = chunk[t * N + n];
+        for (int64_t n = 0; n < N; ++n) base[n * p.seqlen + t] = chunk[t * Np + n];
     }
   }
-  auto* dinitial = static_cast<acc_t*>(p.dinitial_state_ptr);
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t row = r.b * p.dim + r.d_begin + k;
-    std::copy(s.g_next + k * N, s.g_next + (k + 1) * N, dinitial + row * N);
-    std::copy(s.dA + k * N, s.dA + (k + 1) * N, out.dA.data_ptr<acc_t>() + row * N);
-    out.dD.data_ptr<acc_t>()[row] = dD[k];
-    out.ddelta_bias.data_ptr<acc_t>()[row] = ddelta_bias[k];
-  }
+  // Per-channel results, unpadded. Constant dB/dC partials are (batch, dim, N).
+  const auto unpad = [&](const acc_t* src, void* dst) {
+    for (int64_t k = 0; k < K; ++k) {
+      std::copy(src + k * Np, src + k * Np + N, static_cast<acc_t*>(dst) + (row0 + k) * N);
+    }
+  };
+  unpad(s.g_next, p.dinitial_state_ptr);
+  unpad(s.dA, out.dA.data_ptr());
+  if (!p.is_variable_B) unpad(s.dB_rows, out.dB.data_ptr());
+  if (!p.is_variable_C) unpad(s.dC_rows, out.dC.data_ptr());
+  std::copy(dD.begin(), dD.end(), out.dD.data_ptr<acc_t>() + row0);
+  std::copy(ddelta_bias.begin(), ddelta_bias.end(), out.ddelta_bias.data_ptr<acc_t>() + row0);
 }
 
 using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -169,8 +166,8 @@ GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_
   at::Tensor dz = z ? at::empty({Bt, Dm, L}, u.options()) : at::empty({0}, u.options());
   at::Tensor dinitial = at::empty({Bt, Dm, N}, state_opts);
   Partials part{at::empty({Bt, Dm, N}, state_opts), at::empty({Bt, Dm}, state_opts), at::empty({Bt, Dm}, state_opts),
-                p.is_variable_B ? at::empty({Bt, G, splits, N, L}, state_opts) : at::zeros({Bt, Dm, N}, state_opts),
-                p.is_variable_C ? at::empty({Bt, G, splits, N, L}, state_opts) : at::zeros({Bt, Dm, N}, state_opts)};
+                p.is_variable_B ? at::empty({Bt, G, splits, N, L}, state_opts) : at::empty({Bt, Dm, N}, state_opts),
+                p.is_variable_C ? at::empty({Bt, G, splits, N, L}, state_opts) : at::empty({Bt, Dm, N}, state_opts)};
   p.dout_batch_stride = dout_t.stride(0);
   p.dout_dim_stride = dout_t.stride(1);
   p.dout_ptr = dout_t.const_data_ptr();
@@ -182,12 +179,13 @@ GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_
   p.dinitial_state_ptr = dinitial.data_ptr();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "selective_scan_bwd_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const int64_t K = ceil_div(Dm / G, splits), T = p.chunk_size;
+    const int64_t K = ceil_div(Dm / G, splits), T = cpu::round_up(p.chunk_size, cpu::Simd<acc_t>::kWidth);
+    const int64_t Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
     at::parallel_for(0, Bt * G * splits, 1, [&](int64_t begin, int64_t end) {
-      std::vector<acc_t> buf(Scratch<acc_t>::size(K, T, N));
+      std::vector<acc_t> buf(Scratch<acc_t>::size(K, T, Np), acc_t(0));
       for (int64_t task = begin; task < end; ++task) {
-        backward_task<scalar_t, acc_t>(p, cpu::task_range(p, task, splits), splits, Scratch<acc_t>(buf, K, T, N),
-                                       part);
+        backward_task<scalar_t, acc_t>(p, cpu::task_range(p, task, splits), splits,
+                                       Scratch<acc_t>(buf, K, T, Np), part);
       }
     });
   });

@@ -10,79 +10,79 @@
 
 #include "common/checks.h"
 #include "selective_scan/cpu_chunk.h"
+#include "selective_scan/cpu_elementwise.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
 
 namespace mamba_ext {
 namespace {
 
-template <typename input_t, typename acc_t>
-void write_out_row(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len,
-                   const acc_t* u, const acc_t* y) {
-  const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-  auto* out = static_cast<input_t*>(p.out_ptr) + b * p.out_batch_stride + d * p.out_dim_stride + t0;
-  const auto* z = p.z_ptr ? static_cast<const input_t*>(p.z_ptr) + b * p.z_batch_stride + d * p.z_dim_stride + t0
-                          : nullptr;
-  for (int64_t t = 0; t < len; ++t) {
-    acc_t v = y[t] + D * u[t];
-    if (z) {
-      const acc_t zt = static_cast<acc_t>(z[t]);
-      v *= zt * cpu::sigmoid(zt);
-    }
-    out[t] = static_cast<input_t>(v);
+// Scratch of one task, carved from one zero-initialized buffer (the padded lanes n >= N stay zero).
+template <typename acc_t>
+struct ForwardScratch {
+  acc_t *states, *A, *B_rows, *C_rows, *B_chunk, *C_chunk, *u, *x, *dt, *dtu, *z, *y;
+  ForwardScratch(std::vector<acc_t>& buf, int64_t K, int64_t T, int64_t Np) {
+    acc_t* q = buf.data();
+    for (acc_t** v : {&states, &A, &B_rows, &C_rows}) { *v = q; q += K * Np; }
+    for (acc_t** v : {&B_chunk, &C_chunk}) { *v = q; q += T * Np; }
+    for (acc_t** v : {&u, &x, &dt, &dtu, &z, &y}) { *v = q; q += T; }
   }
-}
+  static int64_t size(int64_t K, int64_t T, int64_t Np) { return 4 * K * Np + 2 * T * Np + 6 * T; }
+};
 
 template <typename input_t, typename acc_t>
-void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, std::vector<acc_t>& buf) {
-  const int64_t T = p.chunk_size, N = p.dstate, K = r.d_end - r.d_begin;
-  acc_t* states = buf.data();  // K x N: the running state of each channel of the task
-  acc_t* B_chunk = states + K * N;
-  acc_t* C_chunk = B_chunk + T * N;
-  acc_t* u = C_chunk + T * N;
-  acc_t* dt = u + T;
-  acc_t* dtu = dt + T;
-  acc_t* y = dtu + T;
-  const auto* A = static_cast<const acc_t*>(p.A_ptr);
+void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, ForwardScratch<acc_t> s) {
+  const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
+  const int64_t K = r.d_end - r.d_begin;
   auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
-  for (int64_t k = 0; k < K; ++k) {
-    const int64_t row = r.b * p.dim + r.d_begin + k;
-    for (int64_t n = 0; n < N; ++n) {
-      states[k * N + n] = p.initial_state_ptr ? static_cast<const acc_t*>(p.initial_state_ptr)[row * N + n] : 0;
-    }
+  cpu::load_padded_rows(p.A_ptr, r.d_begin, K, N, Np, s.A);
+  if (!p.is_variable_B) cpu::load_padded_rows(p.B_ptr, r.d_begin, K, N, Np, s.B_rows);
+  if (!p.is_variable_C) cpu::load_padded_rows(p.C_ptr, r.d_begin, K, N, Np, s.C_rows);
+  if (p.initial_state_ptr) {
+    cpu::load_padded_rows(p.initial_state_ptr, r.b * p.dim + r.d_begin, K, N, Np, s.states);
+  } else {
+    std::fill(s.states, s.states + K * Np, acc_t(0));
   }
   const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
   const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
   for (int64_t c = 0; c < p.n_chunks; ++c) {
     const int64_t t0 = c * T, len = std::min(T, p.seqlen - t0);
-    if (p.is_variable_B) cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, B_chunk);
-    if (p.is_variable_C) cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, C_chunk);
+    if (p.is_variable_B) cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, Np, s.B_chunk);
+    if (p.is_variable_C) cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, Np, s.C_chunk);
     for (int64_t k = 0; k < K; ++k) {
       const int64_t d = r.d_begin + k, row = r.b * p.dim + d;
-      acc_t* h = states + k * N;
+      acc_t* h = s.states + k * Np;
       std::copy(h, h + N, chunk_states + (row * p.n_chunks + c) * N);
-      cpu::load_dt<input_t>(p, r.b, d, t0, len, u, dt, dtu);
+      const int64_t len_v = cpu::round_up(len, cpu::Simd<acc_t>::kWidth);  // whole vectors
+      cpu::load_u_and_x<input_t>(p, r.b, d, t0, len, s.u, s.x);
+      cpu::discretize<acc_t>(len_v, p.delta_softplus, s.u, s.x, s.dt, s.dtu);
       int64_t Bs, Cs;
-      const acc_t* B = cpu::row_operand(p.is_variable_B, B_chunk, p.B_ptr, d, N, &Bs);
-      const acc_t* C = cpu::row_operand(p.is_variable_C, C_chunk, p.C_ptr, d, N, &Cs);
-      cpu::scan_chunk_forward<acc_t>(len, N, dt, dtu, B, Bs, C, Cs, A + d * N, h, y);
-      write_out_row<input_t>(p, r.b, d, t0, len, u, y);
+      const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, s.B_rows, k, Np, &Bs);
+      const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, s.C_rows, k, Np, &Cs);
+      cpu::scan_chunk_forward<acc_t>(len, Np, s.dt, s.dtu, B, Bs, C, Cs, s.A + k * Np, h, s.y);
+      if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
+      const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
+      cpu::gate_forward<acc_t>(len_v, D, s.u, p.z_ptr ? s.z : nullptr, s.y);
+      auto* out = static_cast<input_t*>(p.out_ptr) + r.b * p.out_batch_stride + d * p.out_dim_stride + t0;
+      for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(s.y[t]);
     }
   }
   auto* last_state = static_cast<acc_t*>(p.last_state_ptr);
   for (int64_t k = 0; k < K; ++k) {
-    std::copy(states + k * N, states + (k + 1) * N, last_state + (r.b * p.dim + r.d_begin + k) * N);
+    std::copy(s.states + k * Np, s.states + k * Np + N, last_state + (r.b * p.dim + r.d_begin + k) * N);
   }
 }
 
 template <typename input_t, typename acc_t>
 void forward_kernel(const SelectiveScanParams& p) {
   const int64_t splits = cpu::task_splits(p);
-  const int64_t max_channels = ceil_div(p.dim / p.n_groups, splits);
+  const int64_t K = ceil_div(p.dim / p.n_groups, splits);
+  const int64_t Np = cpu::round_up(p.dstate, cpu::Simd<acc_t>::kWidth);
+  const int64_t T = cpu::round_up(p.chunk_size, cpu::Simd<acc_t>::kWidth);  // room for whole vectors
   at::parallel_for(0, p.batch * p.n_groups * splits, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf((max_channels + 2 * p.chunk_size) * p.dstate + 4 * p.chunk_size);
+    std::vector<acc_t> buf(ForwardScratch<acc_t>::size(K, T, Np), acc_t(0));
     for (int64_t task = begin; task < end; ++task) {
-      forward_task<input_t, acc_t>(p, cpu::task_range(p, task, splits), buf);
+      forward_task<input_t, acc_t>(p, cpu::task_range(p, task, splits), ForwardScratch<acc_t>(buf, K, T, Np));
     }
   });
 }

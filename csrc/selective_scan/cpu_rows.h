@@ -9,7 +9,6 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
 
 #include "selective_scan/params.h"
@@ -36,48 +35,52 @@ inline TaskRange task_range(const SelectiveScanParams& p, int64_t task, int64_t 
   return {b, g, s, g * channels + s * channels / splits, g * channels + (s + 1) * channels / splits};
 }
 
-template <typename acc_t>
-inline acc_t softplus(acc_t x) {
-  return x <= acc_t(20) ? std::log1p(std::exp(x)) : x;
-}
-
-template <typename acc_t>
-inline acc_t sigmoid(acc_t x) {
-  return acc_t(1) / (acc_t(1) + std::exp(-x));
-}
-
-// dst[t * N + n] = src[n * dstate_stride + t] for t < len: a (N, len) slice of B or C in time-major order.
+// dst[t * Np + n] = src[n * dstate_stride + t] for t < len, n < N: a (N, len) slice of B or C in
+// time-major order. Lanes n >= N are left as they are (zero: buffers are zero-initialized).
 template <typename input_t, typename acc_t>
-inline void load_transposed(const input_t* src, int64_t dstate_stride, int64_t len, int64_t N, acc_t* dst) {
+inline void load_transposed(const input_t* src, int64_t dstate_stride, int64_t len, int64_t N, int64_t Np,
+                            acc_t* dst) {
   for (int64_t n = 0; n < N; ++n) {
     const input_t* row = src + n * dstate_stride;
-    for (int64_t t = 0; t < len; ++t) dst[t * N + n] = static_cast<acc_t>(row[t]);
+    for (int64_t t = 0; t < len; ++t) dst[t * Np + n] = static_cast<acc_t>(row[t]);
   }
 }
 
-// One row chunk of the discretization: u[t], dt[t] = softplus?(delta[t] + bias), dtu[t] = dt[t] * u[t].
-template <typename input_t, typename acc_t>
-inline void load_dt(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, acc_t* u,
-                    acc_t* dt, acc_t* dtu) {
-  const auto* u_row = static_cast<const input_t*>(p.u_ptr) + b * p.u_batch_stride + d * p.u_dim_stride + t0;
-  const auto* delta_row =
-      static_cast<const input_t*>(p.delta_ptr) + b * p.delta_batch_stride + d * p.delta_dim_stride + t0;
-  const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
-  for (int64_t t = 0; t < len; ++t) {
-    const acc_t x = static_cast<acc_t>(delta_row[t]) + bias;
-    u[t] = static_cast<acc_t>(u_row[t]);
-    dt[t] = p.delta_softplus ? softplus(x) : x;
-    dtu[t] = dt[t] * u[t];
-  }
-}
-
-// Pointer to B (or C) for one row chunk and its time stride: the transposed chunk for input-dependent,
-// the (dim, N) row for constant.
+// Rows d_begin .. d_begin + K of a (dim, N) parameter, each padded with zeros to Np: dst is K x Np.
 template <typename acc_t>
-inline const acc_t* row_operand(bool is_variable, const acc_t* chunk, const void* constant, int64_t d,
-                                int64_t N, int64_t* t_stride) {
-  *t_stride = is_variable ? N : 0;
-  return is_variable ? chunk : static_cast<const acc_t*>(constant) + d * N;
+inline void load_padded_rows(const void* src, int64_t d_begin, int64_t K, int64_t N, int64_t Np, acc_t* dst) {
+  const auto* rows = static_cast<const acc_t*>(src) + d_begin * N;
+  for (int64_t k = 0; k < K; ++k) {
+    std::copy(rows + k * N, rows + (k + 1) * N, dst + k * Np);
+    std::fill(dst + k * Np + N, dst + (k + 1) * Np, acc_t(0));
+  }
+}
+
+// Converts one row chunk of a (batch, dim, seqlen) input to the accumulation type: dst[t] = src[t].
+template <typename input_t, typename acc_t>
+inline void load_row(const void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d, int64_t t0,
+                     int64_t len, acc_t* dst) {
+  const auto* src = static_cast<const input_t*>(base) + b * batch_stride + d * dim_stride + t0;
+  for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<acc_t>(src[t]);
+}
+
+// One row chunk of u and of x = delta + delta_bias (the argument of the optional softplus).
+template <typename input_t, typename acc_t>
+inline void load_u_and_x(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, acc_t* u,
+                         acc_t* x) {
+  load_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, b, d, t0, len, u);
+  load_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, d, t0, len, x);
+  const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
+  for (int64_t t = 0; t < len; ++t) x[t] += bias;
+}
+
+// B (or C) of channel k of a task for one chunk and its time stride: the transposed chunk (stride Np) for
+// input-dependent, the task's padded constant row k (stride 0) for constant.
+template <typename acc_t>
+inline acc_t* row_operand(bool is_variable, acc_t* chunk, acc_t* constant_rows, int64_t k, int64_t Np,
+                          int64_t* t_stride) {
+  *t_stride = is_variable ? Np : 0;
+  return is_variable ? chunk : constant_rows + k * Np;
 }
 
 }  // namespace mamba_ext::cpu
