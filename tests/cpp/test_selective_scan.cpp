@@ -42,7 +42,8 @@ std::pair<torch::Tensor, torch::Tensor> reference(const Inputs& in) {
   auto out = torch::empty({batch, dim, L}, torch::kDouble);
   auto last = in.h0.to(torch::kDouble).clone();
   auto ua = u.accessor<double, 3>(), da = delta.accessor<double, 3>(), za = z.accessor<double, 3>();
-  auto Aa = A.accessor<double, 2>(), Ba = B.accessor<double, 4>(), Ca = C.accessor<double, 4>();
+  auto Aa = A.accessor<double, 2>();
+  auto Ba = B.accessor<double, 4>(), Ca = C.accessor<double, 4>();
   auto oa = out.accessor<double, 3>(), ha = last.accessor<double, 3>();
   for (int64_t b = 0; b < batch; ++b) {
     for (int64_t d = 0; d < dim; ++d) {
