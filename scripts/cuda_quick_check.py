@@ -138,9 +138,12 @@ def main():
         for L in (1, 31, 32, 33, 100, 257):
             ok &= check(f"small split L={L}", 2, 5, L, 16, dtype, init=True)
         ok &= check("no split (4,4096,70)", 4, 4096, 70, 16, dtype, init=True)
+        ok &= check("no split aligned (4,4096,72)", 4, 4096, 72, 16, dtype, init=True)
+        ok &= check("split aligned (2,5,200)", 2, 5, 200, 16, dtype, init=True)
     for N in (1, 4, 7, 33, 64, 128, 200, 256):
         ok &= check(f"N={N}", 2, 6, 45, N, torch.float32, init=True)
     ok &= check("N=256 no split", 8, 512, 40, 256, torch.float32)
+    ok &= check("N=64 no split aligned", 8, 1024, 64, 64, torch.bfloat16)
     for vb, vc in ((False, True), (True, False), (False, False)):
         ok &= check(f"varB={vb} varC={vc}", 2, 8, 77, 16, torch.float32, var_B=vb, var_C=vc)
         ok &= check(f"varB={vb} varC={vc} nosplit", 4, 4096, 40, 16, torch.float32, var_B=vb, var_C=vc)

@@ -53,7 +53,8 @@ CONFIGS = [
     dict(batch=2, dim=6, seqlen=33, N=16),
     dict(batch=2, dim=40, seqlen=257, N=16, groups=2),
     dict(batch=1, dim=3, seqlen=2049, N=16),                       # many time splits
-    dict(batch=4, dim=4096, seqlen=70, N=16),                      # no split
+    dict(batch=4, dim=4096, seqlen=70, N=16),                      # no split, unaligned rows
+    dict(batch=4, dim=4096, seqlen=72, N=16),                      # no split, 16-byte aligned rows
     dict(batch=2, dim=8, seqlen=100, N=7, var_B=False),
     dict(batch=2, dim=8, seqlen=100, N=64, var_C=False, z=False),
     dict(batch=1, dim=4, seqlen=65, N=256, D=False, bias=False, init=False),

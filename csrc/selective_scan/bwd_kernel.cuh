@@ -4,7 +4,7 @@
 // Grid as the forward (scan_common.cuh): x = channel block of R channels, y = batch * groups + g, z = time
 // split. A block walks its split's tiles (== saved chunks) from last to first, carrying the adjoint
 // g = dL/dh in registers. Per tile: (1) stage dt, u, dy = dout * silu(z) and B, C (loaded into registers
-// during the previous tile); (2) recompute the states from the saved chunk state, keeping every h_t in
+// during the previous tile, 16 bytes per access); (2) recompute the states from the saved chunk state, keeping every h_t in
 // shared memory, and y = C.h; (3) dC[n,t] = sum over the block's channels of dy*h_t, read from shared
 // memory (no shuffles); (4) reverse scan, each lane overwriting its h_t with g_t; (5) dB[n,t] = sum over
 // channels of g_t*dt*u from shared memory, and du, ddelta, dz written coalesced.
@@ -20,7 +20,12 @@
 namespace mamba_ext::cuda {
 
 inline size_t bwd_smem_bytes(const ScanLayout& l) {
-  return sizeof(float) * (6 * l.R * kPitch + 2 * kTile * (l.n_pad + 4) + size_t(l.K) * kThreads * kHistPitch);
+  return sizeof(float) * (6 * l.R * kPitch + 2 * kTile * (l.n_pad + 4) + 2 * l.R * l.n_pad +
+                          size_t(l.K) * kThreads * kHistPitch);
+}
+
+inline size_t bwd_local_smem_bytes(const ScanLayout& l) {
+  return sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4) + l.R * l.n_pad);
 }
 
 // dst[n * L + lane] = sum over the block's channels c of hist[c, n, lane] * v[c, lane] (* w[c, lane]), for
@@ -48,6 +53,18 @@ __device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const floa
   }
 }
 
+// Constant B or C into shared memory [R][n_pad] (zero when input-dependent or padded), so the inner loops
+// read either kind through a pointer and a per-step stride (0 for constant).
+template <int K>
+__device__ __forceinline__ void stage_constant(float* dst, bool is_variable, const void* src, const Pos& s,
+                                               const ScanLayout& l, int64_t N) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int n = s.p * K + k;
+    dst[s.c * l.n_pad + n] = (n < N && !is_variable) ? static_cast<const float*>(src)[s.d * N + n] : 0.f;
+  }
+}
+
 template <typename input_t, int K>
 __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
@@ -60,22 +77,22 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
   float* ddt_s = du_s + R * kPitch; // dL/d(dt), before softplus'
   float* B_s = ddt_s + R * kPitch;  // [kTile][n_pad + 4]
   float* C_s = B_s + kTile * bc_pitch;
-  float* hist = C_s + kTile * bc_pitch;  // [K][kThreads][kHistPitch]: h_t, then g_t, of each lane's states
+  float* Bk_s = C_s + kTile * bc_pitch;  // constant B, C: [R][n_pad]
+  float* Ck_s = Bk_s + R * l.n_pad;
+  float* hist = Ck_s + R * l.n_pad;      // [K][kThreads][kHistPitch]: h_t, then g_t, of each lane's states
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate, L = p.seqlen;
   const int64_t row = s.b * p.dim + s.d;
   const float D = p.D_ptr ? static_cast<const float*>(p.D_ptr)[s.d] : 0.f;
 
-  float A[K], A2[K], g[K], dA[K], Bc[K], Cc[K], dBc[K], dCc[K];
+  float A[K], A2[K], g[K], dA[K], dBc[K], dCc[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int n = s.p * K + k;
     const bool real = n < N && s.valid;
     A[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] : 0.f;
     A2[k] = A[k] * kLog2e;
-    Bc[k] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[s.d * N + n] : 0.f;
-    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
     g[k] = 0.f;
     if (real) {
       if (split < l.n_splits - 1) {
@@ -86,32 +103,35 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
     }
     dA[k] = dBc[k] = dCc[k] = 0.f;
   }
-  float bias_io[kRowIters], D_io[kRowIters], dD_io[kRowIters], ddb_io[kRowIters];
-#pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    const int c = s.warp + 4 * i;
-    const bool ok = c < s.nvalid;
-    bias_io[i] = (ok && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + c] : 0.f;
-    D_io[i] = (ok && p.D_ptr) ? static_cast<const float*>(p.D_ptr)[s.dbase + c] : 0.f;
-    dD_io[i] = ddb_io[i] = 0.f;
-  }
+  stage_constant<K>(Bk_s, p.is_variable_B, p.B_ptr, s, l, N);
+  stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
+  const float* B_read = p.is_variable_B ? B_s + s.p * K : Bk_s + s.c * l.n_pad + s.p * K;
+  const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
+  const int B_step = p.is_variable_B ? bc_pitch : 0, C_step = p.is_variable_C ? bc_pitch : 0;
+
+  // Load/store role: steps io_t .. io_t + 7 of row io_c; it also sums dD and ddelta_bias of its row.
+  const bool io_row = s.io_c < s.nvalid;
+  const float bias_io = (io_row && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + s.io_c] : 0.f;
+  const float D_io = (io_row && p.D_ptr) ? static_cast<const float*>(p.D_ptr)[s.dbase + s.io_c] : 0.f;
+  float dD_io = 0.f, ddb_io = 0.f;
   const int64_t bc_part = ((s.b * p.n_groups + s.g) * l.n_cblocks + blockIdx.x) * N * L;
 
-  input_t u_n[kRowIters], delta_n[kRowIters], dout_n[kRowIters], z_n[kRowIters], B_n[kRowIters], C_n[kRowIters];
+  Pack8<input_t> u_n, delta_n, dout_n, z_n, B_n, C_n;
   const auto prefetch = [&](int64_t chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(L, t0);
-    load_rows(u_n, p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, l, t0, len);
-    load_rows(delta_n, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, l, t0, len);
-    load_rows(dout_n, p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, l, t0, len);
-    if (p.z_ptr) load_rows(z_n, p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, l, t0, len);
+    const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
+    load8(u_n, io_ptr<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, t0), n_ok, l.vec_io);
+    load8(delta_n, io_ptr<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, t0), n_ok, l.vec_io);
+    load8(dout_n, io_ptr<input_t>(p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, t0), n_ok, l.vec_io);
+    if (p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
     if (p.is_variable_B) {
-      load_bc(B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride, N,
-              s.lane, s.warp, len);
+      load_bc8(B_n, bc_ptr<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
+               s.io_c, N, len, s, l.vec_io);
     }
     if (p.is_variable_C) {
-      load_bc(C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride, N,
-              s.lane, s.warp, len);
+      load_bc8(C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
+               s.io_c, N, len, s, l.vec_io);
     }
   };
 
@@ -121,34 +141,41 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(L, t0);
+    const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
 
     // (1) Stage; keep u, dout, z and softplus' in registers for the final writes.
-    float u_c[kRowIters], dout_c[kRowIters], z_c[kRowIters], dsp_c[kRowIters];
+    const Pack8<input_t> u_c = u_n, dout_c = dout_n, z_c = z_n;
+    float dsp_c[8];
+    if (s.io_c < R) {
+      float dt8[8], u8[8], dy8[8];
 #pragma unroll
-    for (int i = 0; i < kRowIters; ++i) {
-      const int c = s.warp + 4 * i;
-      if (c >= R) continue;
-      u_c[i] = to_float(u_n[i]);
-      dout_c[i] = to_float(dout_n[i]);
-      z_c[i] = p.z_ptr ? to_float(z_n[i]) : 0.f;
-      const float x = to_float(delta_n[i]) + bias_io[i];
-      float dt = x;
-      dsp_c[i] = 1.f;
-      if (p.delta_softplus) softplus_and_grad(x, dt, dsp_c[i]);
-      if (c >= s.nvalid || s.lane >= len) dt = 0.f;  // padding: state and adjoint pass through unchanged
-      const float dy = p.z_ptr ? dout_c[i] * z_c[i] * sigmoid(z_c[i]) : dout_c[i];
-      dD_io[i] = fmaf(dy, u_c[i], dD_io[i]);  // u and dout are zero on padding
-      dt_s[c * kPitch + s.lane] = dt;
-      u_s[c * kPitch + s.lane] = u_c[i];
-      dy_s[c * kPitch + s.lane] = dy;
+      for (int j = 0; j < 8; ++j) {
+        u8[j] = to_float(u_c.v[j]);
+        const float x = to_float(delta_n.v[j]) + bias_io;
+        float dt = x;
+        dsp_c[j] = 1.f;
+        if (p.delta_softplus) softplus_and_grad(x, dt, dsp_c[j]);
+        dt8[j] = j < n_ok ? dt : 0.f;  // padding: state and adjoint pass through unchanged
+        const float dout = to_float(dout_c.v[j]);
+        float dy = dout;
+        if (p.z_ptr) {
+          const float z = to_float(z_c.v[j]);
+          dy *= z * sigmoid(z);
+        }
+        dy8[j] = dy;                   // zero on padding: u and dout load as zero there
+        dD_io = fmaf(dy, u8[j], dD_io);
+      }
+      sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
+      sts8(u_s + s.io_c * kPitch + s.io_t, u8);
+      sts8(dy_s + s.io_c * kPitch + s.io_t, dy8);
     }
     if (p.is_variable_B) {
-      stage_bc(B_s, B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
-               N, l, s.lane, s.warp, len);
+      stage_bc8(B_s, B_n, bc_ptr<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
+                N, len, s, l, l.vec_io);
     }
     if (p.is_variable_C) {
-      stage_bc(C_s, C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
-               N, l, s.lane, s.warp, len);
+      stage_bc8(C_s, C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
+                N, len, s, l, l.vec_io);
     }
     float h[K];
 #pragma unroll
@@ -163,6 +190,9 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
     const float* dt_row = dt_s + s.c * kPitch;
     const float* u_row = u_s + s.c * kPitch;
     const float* dy_row = dy_s + s.c * kPitch;
+    const float* Bq = B_read;
+    const float* Cq = C_read;
+#pragma unroll 1
     for (int t = 0; t < kTile; t += 4) {
       const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
       const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
@@ -171,16 +201,10 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         float Bv[K], Cv[K];
-        if (p.is_variable_B) read_states(Bv, B_s, bc_pitch, t + j, s.p);
-        else {
-#pragma unroll
-          for (int k = 0; k < K; ++k) Bv[k] = Bc[k];
-        }
-        if (p.is_variable_C) read_states(Cv, C_s, bc_pitch, t + j, s.p);
-        else {
-#pragma unroll
-          for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
-        }
+        read_states(Bv, Bq);
+        read_states(Cv, Cq);
+        Bq += B_step;
+        Cq += C_step;
         const float dtu = dtv[j] * uv[j];
         y[j] = 0.f;
 #pragma unroll
@@ -205,6 +229,7 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
     }
 
     // (4) Reverse scan over the tile.
+#pragma unroll 1
     for (int t = kTile - 4; t >= 0; t -= 4) {
       const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
       const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
@@ -215,16 +240,8 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
 #pragma unroll
       for (int j = 3; j >= 0; --j) {
         float Bv[K], Cv[K];
-        if (p.is_variable_B) read_states(Bv, B_s, bc_pitch, t + j, s.p);
-        else {
-#pragma unroll
-          for (int k = 0; k < K; ++k) Bv[k] = Bc[k];
-        }
-        if (p.is_variable_C) read_states(Cv, C_s, bc_pitch, t + j, s.p);
-        else {
-#pragma unroll
-          for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
-        }
+        read_states(Bv, B_read + (t + j) * B_step);
+        read_states(Cv, C_read + (t + j) * C_step);
         const float dt = dtv[j], dtu = dt * uv[j], dy = dyv[j];
         s1[j] = s2[j] = 0.f;
 #pragma unroll
@@ -236,8 +253,8 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
           dA[k] = fmaf(ga, dt, dA[k]);
           s1[j] = fmaf(ga, A[k], s1[j]);
           s2[j] = fmaf(gk, Bv[k], s2[j]);
-          if (!p.is_variable_C) dCc[k] = fmaf(dy, ht, dCc[k]);
-          if (!p.is_variable_B) dBc[k] = fmaf(gk, dtu, dBc[k]);
+          dCc[k] = fmaf(dy, ht, dCc[k]);  // used when C is constant
+          dBc[k] = fmaf(gk, dtu, dBc[k]); // used when B is constant
           *hp = gk;
           g[k] = ex2(dt * A2[k]) * gk;
         }
@@ -264,38 +281,38 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
 
     // (5) dB from the adjoints; du, ddelta, dz.
     if (p.is_variable_B) channel_reduce<K>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len);
+    if (n_ok > 0) {
+      float du8[8], ddt8[8], y8[8];
+      lds8(du8, du_s + s.io_c * kPitch + s.io_t);
+      lds8(ddt8, ddt_s + s.io_c * kPitch + s.io_t);
+      lds8(y8, y_s + s.io_c * kPitch + s.io_t);
 #pragma unroll
-    for (int i = 0; i < kRowIters; ++i) {
-      const int c = s.warp + 4 * i;
-      if (c >= s.nvalid || s.lane >= len) continue;
-      const int64_t at = (s.b * p.dim + s.dbase + c) * L + t0 + s.lane;
-      const float ddelta = ddt_s[c * kPitch + s.lane] * dsp_c[i];
-      ddb_io[i] += ddelta;
-      static_cast<input_t*>(p.du_ptr)[at] = from_float<input_t>(du_s[c * kPitch + s.lane]);
-      static_cast<input_t*>(p.ddelta_ptr)[at] = from_float<input_t>(ddelta);
-      if (p.z_ptr) {
-        const float z = z_c[i], sg = sigmoid(z);
-        const float y = fmaf(D_io[i], u_c[i], y_s[c * kPitch + s.lane]);
-        static_cast<input_t*>(p.dz_ptr)[at] = from_float<input_t>(dout_c[i] * y * sg * (1.f + z * (1.f - sg)));
+      for (int j = 0; j < 8; ++j) {
+        ddt8[j] *= dsp_c[j];
+        if (j < n_ok) ddb_io += ddt8[j];
+        if (p.z_ptr) {
+          const float z = to_float(z_c.v[j]), sg = sigmoid(z);
+          const float yf = fmaf(D_io, to_float(u_c.v[j]), y8[j]);
+          y8[j] = to_float(dout_c.v[j]) * yf * sg * (1.f + z * (1.f - sg));
+        }
       }
+      const int64_t at = (s.b * p.dim + s.dbase + s.io_c) * L + t0 + s.io_t;
+      store8(static_cast<input_t*>(p.du_ptr) + at, du8, n_ok, l.vec_io);
+      store8(static_cast<input_t*>(p.ddelta_ptr) + at, ddt8, n_ok, l.vec_io);
+      if (p.z_ptr) store8(static_cast<input_t*>(p.dz_ptr) + at, y8, n_ok, l.vec_io);
     }
     __syncthreads();  // the next tile's staging overwrites the shared arrays
   }
 
   const int64_t part = (s.b * l.n_splits + split) * p.dim;
-  // Per-channel sums over time held by the load/store role: reduce over the 32 lanes (time steps).
-#pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    float dD = dD_io[i], ddb = ddb_io[i];
-    for (int off = 16; off > 0; off >>= 1) {
-      dD += __shfl_xor_sync(0xffffffffu, dD, off);
-      ddb += __shfl_xor_sync(0xffffffffu, ddb, off);
-    }
-    const int c = s.warp + 4 * i;
-    if (s.lane == 0 && c < s.nvalid) {
-      w.dD_part[part + s.dbase + c] = dD;
-      w.ddelta_bias_part[part + s.dbase + c] = ddb;
-    }
+  // Row sums of the load/store role: over its four threads (consecutive lanes).
+  for (int off = 1; off < 4; off <<= 1) {
+    dD_io += __shfl_xor_sync(0xffffffffu, dD_io, off);
+    ddb_io += __shfl_xor_sync(0xffffffffu, ddb_io, off);
+  }
+  if (io_row && s.io_t == 0) {
+    w.dD_part[part + s.dbase + s.io_c] = dD_io;
+    w.ddelta_bias_part[part + s.dbase + s.io_c] = ddb_io;
   }
   if (!s.valid) return;
 #pragma unroll
@@ -317,65 +334,64 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   const int R = l.R, bc_pitch = l.n_pad + 4;
   float* dt_s = reinterpret_cast<float*>(smem4);
   float* dy_s = dt_s + R * kPitch;
-  float* C_s = dy_s + R * kPitch;  // [kTile][n_pad + 4]
+  float* C_s = dy_s + R * kPitch;           // [kTile][n_pad + 4]
+  float* Ck_s = C_s + kTile * bc_pitch;     // constant C: [R][n_pad]
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z + 1, N = p.dstate;
   const int64_t row = s.b * p.dim + s.d;
-  float A2[K], Cc[K], g[K], bias_io[kRowIters];
+  float A2[K], g[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int n = s.p * K + k;
-    const bool real = n < N && s.valid;
-    A2[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
-    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
+    A2[k] = (n < N && s.valid) ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
     g[k] = 0.f;
   }
-#pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    const int c = s.warp + 4 * i;
-    bias_io[i] = (c < s.nvalid && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + c] : 0.f;
-  }
+  stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
+  const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
+  const int C_step = p.is_variable_C ? bc_pitch : 0;
+  const bool io_row = s.io_c < s.nvalid;
+  const float bias_io = (io_row && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + s.io_c] : 0.f;
+
   float dtsum = 0.f;
   const int64_t chunk_begin = split * l.chunks_per_split;
   const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
-    input_t delta_n[kRowIters], dout_n[kRowIters], z_n[kRowIters], C_n[kRowIters];
-    load_rows(delta_n, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, l, t0, len);
-    load_rows(dout_n, p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, l, t0, len);
-    if (p.z_ptr) load_rows(z_n, p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, l, t0, len);
-    const input_t* C_base = bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0);
+    const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
+    Pack8<input_t> delta_n, dout_n, z_n, C_n;
+    load8(delta_n, io_ptr<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, t0), n_ok, l.vec_io);
+    load8(dout_n, io_ptr<input_t>(p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, t0), n_ok, l.vec_io);
+    if (p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
     if (p.is_variable_C) {
-      load_bc(C_n, C_base, p.C_dstate_stride, N, s.lane, s.warp, len);
-      stage_bc(C_s, C_n, C_base, p.C_dstate_stride, N, l, s.lane, s.warp, len);
+      const input_t* C_ptr = bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0);
+      load_bc8(C_n, C_ptr, p.C_dstate_stride, s.io_c, N, len, s, l.vec_io);
+      stage_bc8(C_s, C_n, C_ptr, p.C_dstate_stride, N, len, s, l, l.vec_io);
     }
+    if (s.io_c < R) {
+      float dt8[8], dy8[8];
 #pragma unroll
-    for (int i = 0; i < kRowIters; ++i) {
-      const int c = s.warp + 4 * i;
-      if (c >= R) continue;
-      const float x = to_float(delta_n[i]) + bias_io[i];
-      float dt = x, dsp;
-      if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
-      float dy = to_float(dout_n[i]);
-      if (p.z_ptr) {
-        const float z = to_float(z_n[i]);
-        dy *= z * sigmoid(z);
+      for (int j = 0; j < 8; ++j) {
+        const float x = to_float(delta_n.v[j]) + bias_io;
+        float dt = x, dsp;
+        if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
+        dt8[j] = j < n_ok ? dt : 0.f;
+        dy8[j] = to_float(dout_n.v[j]);
+        if (p.z_ptr) {
+          const float z = to_float(z_n.v[j]);
+          dy8[j] *= z * sigmoid(z);
+        }
       }
-      dt_s[c * kPitch + s.lane] = (c < s.nvalid && s.lane < len) ? dt : 0.f;
-      dy_s[c * kPitch + s.lane] = dy;
+      sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
+      sts8(dy_s + s.io_c * kPitch + s.io_t, dy8);
     }
     __syncthreads();
     for (int t = kTile - 1; t >= 0; --t) {
       const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t];
       dtsum += dt;
       float Cv[K];
-      if (p.is_variable_C) read_states(Cv, C_s, bc_pitch, t, s.p);
-      else {
-#pragma unroll
-        for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
-      }
+      read_states(Cv, C_read + t * C_step);
 #pragma unroll
       for (int k = 0; k < K; ++k) g[k] = ex2(dt * A2[k]) * fmaf(Cv[k], dy, g[k]);
     }
@@ -408,7 +424,7 @@ __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
 template <typename input_t, int K>
 cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
   const size_t smem = bwd_smem_bytes(l);
-  const size_t local_smem = sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4));
+  const size_t local_smem = bwd_local_smem_bytes(l);
   cudaError_t err = cudaFuncSetAttribute(bwd_kernel<input_t, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const unsigned gy = unsigned(p.batch * p.n_groups);

@@ -54,7 +54,15 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   p.dinitial_state_ptr = dinitial.data_ptr();
 
   // The backward block holds every state of its tile in shared memory (~100 KB for N = 16): 2 per SM.
-  const cuda::ScanLayout l = cuda::device_layout(p, 2);
+  cuda::ScanLayout l = cuda::device_layout(p, 2);
+  const int64_t es = u.element_size();
+  p.out_ptr = du.data_ptr();  // du, ddelta, dz share one contiguous layout: check it through the out slot
+  p.out_batch_stride = du.stride(0);
+  p.out_dim_stride = du.stride(1);
+  l.vec_io = cuda::forward_rows_aligned16(p, es) && cuda::rows_aligned16(ddelta.data_ptr(), es, {}) &&
+             (!z || cuda::rows_aligned16(dz.data_ptr(), es, {})) &&
+             cuda::rows_aligned16(p.dout_ptr, es, {p.dout_batch_stride, p.dout_dim_stride});
+  p.out_ptr = nullptr;
   const int64_t S = l.n_splits;
   at::Tensor dA_part = at::empty({Bt, S, Dm, N}, f32);
   at::Tensor dD_part = at::empty({Bt, S, Dm}, f32), ddelta_bias_part = at::empty({Bt, S, Dm}, f32);

@@ -4,6 +4,9 @@
 
 #include <c10/cuda/CUDAStream.h>
 
+#include <cstdint>
+#include <initializer_list>
+
 #include "common/checks.h"
 #include "selective_scan/scan_args.h"
 #include "selective_scan/scan_common.cuh"
@@ -29,6 +32,27 @@ inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm)
   check_launch("selective_scan", cudaGetDevice(&device));
   check_launch("selective_scan", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
   return make_layout(p, sms, blocks_per_sm);
+}
+
+// True when ptr is 16-byte aligned and so is every row start (each stride in bytes a multiple of 16):
+// then the kernels load and store 8 time steps with 16-byte accesses.
+inline bool rows_aligned16(const void* ptr, int64_t elsize, std::initializer_list<int64_t> strides) {
+  if (reinterpret_cast<uintptr_t>(ptr) % 16 != 0) return false;
+  for (int64_t s : strides) {
+    if ((s * elsize) % 16 != 0) return false;
+  }
+  return true;
+}
+
+// The row-alignment condition for the (batch, dim, seqlen) tensors and B/C the forward touches.
+inline bool forward_rows_aligned16(const SelectiveScanParams& p, int64_t elsize) {
+  bool ok = rows_aligned16(p.u_ptr, elsize, {p.u_batch_stride, p.u_dim_stride}) &&
+            rows_aligned16(p.delta_ptr, elsize, {p.delta_batch_stride, p.delta_dim_stride}) &&
+            rows_aligned16(p.out_ptr, elsize, {p.out_batch_stride, p.out_dim_stride});
+  if (p.z_ptr) ok = ok && rows_aligned16(p.z_ptr, elsize, {p.z_batch_stride, p.z_dim_stride});
+  if (p.is_variable_B) ok = ok && rows_aligned16(p.B_ptr, elsize, {p.B_batch_stride, p.B_group_stride, p.B_dstate_stride});
+  if (p.is_variable_C) ok = ok && rows_aligned16(p.C_ptr, elsize, {p.C_batch_stride, p.C_group_stride, p.C_dstate_stride});
+  return ok;
 }
 
 // Calls fn with a null pointer of the kernels' element type for u's dtype (fp32, fp16 or bf16).

@@ -4,7 +4,7 @@
 //
 // Grid: x = channel block within the group (R channels, layout in scan_common.cuh), y = batch * groups + g,
 // z = time split. Each block walks its split tile by tile: (1) stage dt, dt*u and B/C of the tile (loaded
-// into registers during the previous tile) in shared memory, (2) every lane advances its K states through
+// into registers during the previous tile, 16 bytes per access) in shared memory, (2) every lane advances its K states through
 // the tile, one exp2 per state and step, and the P lanes of a channel sum C*h with shuffles, four steps at
 // a time, (3) gate and store the output, coalesced along time.
 // With one split the kernel runs once. With S > 1 splits (few rows, long sequences) a first pass runs each
@@ -19,7 +19,7 @@
 namespace mamba_ext::cuda {
 
 inline size_t fwd_smem_bytes(const ScanLayout& l) {
-  return sizeof(float) * (3 * l.R * kPitch + 2 * kTile * (l.n_pad + 4));
+  return sizeof(float) * (3 * l.R * kPitch + 2 * kTile * (l.n_pad + 4) + 2 * l.R * l.n_pad);
 }
 
 template <typename input_t, int K, bool kLocal>
@@ -31,20 +31,23 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
   float* y_s = dtu_s + R * kPitch;                // [R][kPitch]
   float* B_s = y_s + R * kPitch;                  // [kTile][n_pad + 4]
   float* C_s = B_s + kTile * bc_pitch;
+  float* Bk_s = C_s + kTile * bc_pitch;           // constant B, C: [R][n_pad]
+  float* Ck_s = Bk_s + R * l.n_pad;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate;
   const int64_t row = s.b * p.dim + s.d;
 
-  // Scan role: states n = p*K + k of channel c.
-  float A2[K], h[K], Bc[K], Cc[K];
+  // Scan role: states n = p*K + k of channel c. Constant B/C go to shared memory so the inner loop reads
+  // either kind through a pointer and a step (0 for constant), without branches.
+  float A2[K], h[K];
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int n = s.p * K + k;
     const bool real = n < N;
     A2[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
-    Bc[k] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[s.d * N + n] : 0.f;
-    Cc[k] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
+    Bk_s[s.c * l.n_pad + n] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[s.d * N + n] : 0.f;
+    Ck_s[s.c * l.n_pad + n] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
     h[k] = 0.f;
     if (!kLocal && real && s.valid) {
       if (split > 0) {
@@ -54,30 +57,30 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
       }
     }
   }
-  // Load/store role: time step `lane` of rows warp + 4 i.
-  float bias_io[kRowIters], D_io[kRowIters];
-#pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    const int c = s.warp + 4 * i;
-    const bool ok = c < s.nvalid;
-    bias_io[i] = (ok && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + c] : 0.f;
-    D_io[i] = (ok && p.D_ptr) ? static_cast<const float*>(p.D_ptr)[s.dbase + c] : 0.f;
-  }
+  const float* B_read = p.is_variable_B ? B_s + s.p * K : Bk_s + s.c * l.n_pad + s.p * K;
+  const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
+  const int B_step = p.is_variable_B ? bc_pitch : 0, C_step = p.is_variable_C ? bc_pitch : 0;
 
-  input_t u_n[kRowIters], delta_n[kRowIters], z_n[kRowIters], B_n[kRowIters], C_n[kRowIters];
+  // Load/store role: steps io_t .. io_t + 7 of row io_c.
+  const bool io_row = s.io_c < s.nvalid;
+  const float bias_io = (io_row && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + s.io_c] : 0.f;
+  const float D_io = (io_row && p.D_ptr) ? static_cast<const float*>(p.D_ptr)[s.dbase + s.io_c] : 0.f;
+
+  Pack8<input_t> u_n, delta_n, z_n, B_n, C_n;
   const auto prefetch = [&](int64_t chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
-    load_rows(u_n, p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, l, t0, len);
-    load_rows(delta_n, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, l, t0, len);
-    if (!kLocal && p.z_ptr) load_rows(z_n, p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, l, t0, len);
+    const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
+    load8(u_n, io_ptr<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, t0), n_ok, l.vec_io);
+    load8(delta_n, io_ptr<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, t0), n_ok, l.vec_io);
+    if (!kLocal && p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
     if (p.is_variable_B) {
-      load_bc(B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride, N,
-              s.lane, s.warp, len);
+      load_bc8(B_n, bc_ptr<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
+               s.io_c, N, len, s, l.vec_io);
     }
     if (!kLocal && p.is_variable_C) {
-      load_bc(C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride, N,
-              s.lane, s.warp, len);
+      load_bc8(C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
+               s.io_c, N, len, s, l.vec_io);
     }
   };
 
@@ -88,6 +91,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
+    const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
     if (!kLocal && s.valid) {
       float* dst = static_cast<float*>(p.chunk_states_ptr) + (row * p.n_chunks + chunk) * N;
 #pragma unroll
@@ -97,28 +101,29 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
     }
 
     // (1) Stage the tile; keep u and z in registers for the gate.
-    float u_c[kRowIters];
-    input_t z_c[kRowIters];
+    float u_c[8];
+    const Pack8<input_t> z_c = z_n;
+    if (s.io_c < R) {
+      float dt8[8], dtu8[8];
 #pragma unroll
-    for (int i = 0; i < kRowIters; ++i) {
-      const int c = s.warp + 4 * i;
-      if (c >= R) continue;
-      u_c[i] = to_float(u_n[i]);
-      z_c[i] = z_n[i];
-      const float x = to_float(delta_n[i]) + bias_io[i];
-      float dt = x, dsp;
-      if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
-      if (c >= s.nvalid || s.lane >= len) dt = 0.f;  // padding leaves the state unchanged
-      dt_s[c * kPitch + s.lane] = dt;
-      dtu_s[c * kPitch + s.lane] = dt * u_c[i];
+      for (int j = 0; j < 8; ++j) {
+        u_c[j] = to_float(u_n.v[j]);
+        const float x = to_float(delta_n.v[j]) + bias_io;
+        float dt = x, dsp;
+        if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
+        dt8[j] = j < n_ok ? dt : 0.f;  // padding leaves the state unchanged
+        dtu8[j] = dt8[j] * u_c[j];
+      }
+      sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
+      sts8(dtu_s + s.io_c * kPitch + s.io_t, dtu8);
     }
     if (p.is_variable_B) {
-      stage_bc(B_s, B_n, bc_base<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
-               N, l, s.lane, s.warp, len);
+      stage_bc8(B_s, B_n, bc_ptr<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
+                N, len, s, l, l.vec_io);
     }
     if (!kLocal && p.is_variable_C) {
-      stage_bc(C_s, C_n, bc_base<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
-               N, l, s.lane, s.warp, len);
+      stage_bc8(C_s, C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
+                N, len, s, l, l.vec_io);
     }
     __syncthreads();
     if (chunk + 1 < chunk_end) prefetch(chunk + 1);  // in flight during the scan
@@ -126,6 +131,8 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
     // (2) Scan, four steps at a time.
     const float* dt_row = dt_s + s.c * kPitch;
     const float* dtu_row = dtu_s + s.c * kPitch;
+    const float* Bq = B_read;
+    const float* Cq = C_read;
 #pragma unroll 1
     for (int t = 0; t < kTile; t += 4) {
       const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
@@ -135,15 +142,11 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
         float Bv[K], Cv[K];
-        if (p.is_variable_B) read_states(Bv, B_s, bc_pitch, t + j, s.p);
-        else {
-#pragma unroll
-          for (int k = 0; k < K; ++k) Bv[k] = Bc[k];
-        }
-        if (!kLocal && p.is_variable_C) read_states(Cv, C_s, bc_pitch, t + j, s.p);
-        else {
-#pragma unroll
-          for (int k = 0; k < K; ++k) Cv[k] = Cc[k];
+        read_states(Bv, Bq);
+        Bq += B_step;
+        if (!kLocal) {
+          read_states(Cv, Cq);
+          Cq += C_step;
         }
         y[j] = 0.f;
 #pragma unroll
@@ -166,19 +169,18 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
 
     // (3) Gate and store. The next tile's staging writes other arrays, and its scan writes y_s only after
     // the next barrier, so no barrier is needed here.
-    if (!kLocal) {
+    if (!kLocal && n_ok > 0) {
+      float v[8];
+      lds8(v, y_s + s.io_c * kPitch + s.io_t);
 #pragma unroll
-      for (int i = 0; i < kRowIters; ++i) {
-        const int c = s.warp + 4 * i;
-        if (c >= s.nvalid || s.lane >= len) continue;
-        float v = fmaf(D_io[i], u_c[i], y_s[c * kPitch + s.lane]);
+      for (int j = 0; j < 8; ++j) {
+        v[j] = fmaf(D_io, u_c[j], v[j]);
         if (p.z_ptr) {
-          const float z = to_float(z_c[i]);
-          v *= z * sigmoid(z);
+          const float z = to_float(z_c.v[j]);
+          v[j] *= z * sigmoid(z);
         }
-        static_cast<input_t*>(p.out_ptr)[s.b * p.out_batch_stride + (s.dbase + c) * p.out_dim_stride + t0 + s.lane] =
-            from_float<input_t>(v);
       }
+      store8(io_ptr<input_t>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, s, t0), v, n_ok, l.vec_io);
     }
   }
 

@@ -10,8 +10,9 @@
 // re-reads it from L2 once per channel).
 // Time advances in tiles of kTile steps; the forward saves the state entering every tile (chunk_size ==
 // kTile), which is exactly the backward's recompute window.
-// Tile loads: thread (warp w, lane t) loads time step t of rows w, w+4, w+8, ... (coalesced along time)
-// into registers one tile ahead, so global latency overlaps the scan of the current tile.
+// Tile loads: thread tid loads steps 8 (tid % 4) .. + 7 of row tid / 4 (16-byte accesses, coalesced) into
+// registers one tile ahead, so global latency overlaps the scan of the current tile; the same thread
+// later writes those steps of the outputs.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -26,7 +27,6 @@ namespace mamba_ext::cuda {
 
 constexpr int kThreads = 128;       // threads per block, both directions
 constexpr int kTile = 32;           // time steps per tile == CUDA chunk_size (autograd.cpp: kCudaChunkSize)
-constexpr int kRowIters = 8;        // rows a thread loads per tile: R / 4 <= 8
 constexpr int kPitch = kTile + 4;   // [c][t] arrays: 16-byte aligned rows, consecutive rows 4 banks apart
 constexpr int kHistPitch = kTile + 1;  // per-lane state history: odd pitch, lanes hit distinct banks
 constexpr float kLog2e = 1.4426950408889634f;
@@ -38,6 +38,7 @@ struct ScanLayout {
   int n_pad = 16;   // P * K >= N
   int64_t n_cblocks = 1;  // channel blocks per group
   int64_t n_splits = 1, chunks_per_split = 1;  // time splits (separate blocks, combined by a small kernel)
+  bool vec_io = false;  // every row start is 16-byte aligned: loads and stores of 8 steps are single accesses
 };
 
 // Workspace of the split passes and of the backward's partial sums, all fp32, allocated by the host code.
@@ -79,6 +80,7 @@ inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blo
 struct Pos {
   int64_t b, g, dbase, d;
   int nvalid, c, p, warp, lane;
+  int io_c, io_t;  // load/store role: row io_c of the block, steps io_t .. io_t + 7 of each tile
   bool valid;
 };
 
@@ -96,6 +98,8 @@ __device__ __forceinline__ Pos block_pos(const SelectiveScanParams& p, const Sca
   s.d = s.dbase + (s.valid ? s.c : s.nvalid - 1);
   s.warp = threadIdx.x / 32;
   s.lane = threadIdx.x % 32;
+  s.io_c = threadIdx.x / 4;
+  s.io_t = (threadIdx.x % 4) * 8;
   return s;
 }
 
@@ -145,63 +149,99 @@ __device__ __forceinline__ float channel_sum(float v, int P) {
   return v;
 }
 
-// Time step `lane` of the block's rows warp + 4 i (i < R / 4) of a (batch, dim, seqlen) tensor, zero
-// outside the sequence and past the group's channels.
-template <typename input_t>
-__device__ __forceinline__ void load_rows(input_t (&r)[kRowIters], const void* ptr, int64_t batch_stride,
-                                          int64_t dim_stride, const Pos& s, const ScanLayout& l, int64_t t0,
-                                          int len) {
-  const input_t* base = static_cast<const input_t*>(ptr) + s.b * batch_stride + s.dbase * dim_stride + t0 + s.lane;
+// Eight consecutive time steps of one row, the unit of every global load and store: one 16-byte access
+// per array for 2-byte dtypes (two for fp32) when the layout allows it (ScanLayout::vec_io).
+template <typename T>
+struct Pack8 {
+  alignas(16) T v[8];
+};
+
+// Steps of the 8-step segment starting at t inside a tile of len steps (0..8).
+__device__ __forceinline__ int seg_len(int len, int t) { return len - t >= 8 ? 8 : (len - t > 0 ? len - t : 0); }
+
+template <typename T>
+__device__ __forceinline__ void load8(Pack8<T>& r, const T* ptr, int n_ok, bool vec) {
+  if (vec && n_ok == 8) {
 #pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    const int c = s.warp + 4 * i;
-    r[i] = (c < s.nvalid && s.lane < len) ? base[c * dim_stride] : from_float<input_t>(0.f);
+    for (int q = 0; q < int(sizeof(Pack8<T>) / 16); ++q) {
+      reinterpret_cast<uint4*>(r.v)[q] = reinterpret_cast<const uint4*>(ptr)[q];
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) r.v[j] = j < n_ok ? ptr[j] : from_float<T>(0.f);
   }
 }
 
-// Rows n = warp + 4 i of a tile of input-dependent B or C of the block's (batch, group): the first
-// kRowIters row groups into registers (ahead of time), the rest (N > 32) when staged.
-template <typename input_t>
-__device__ __forceinline__ const input_t* bc_base(const void* ptr, int64_t batch_stride, int64_t group_stride,
-                                                  const Pos& s, int64_t t0) {
-  return static_cast<const input_t*>(ptr) + s.b * batch_stride + s.g * group_stride + t0 + s.lane;
-}
-
-template <typename input_t>
-__device__ __forceinline__ void load_bc(input_t (&r)[kRowIters], const input_t* base, int64_t dstate_stride,
-                                        int64_t N, int lane, int warp, int len) {
+template <typename T>
+__device__ __forceinline__ void store8(T* ptr, const float (&v)[8], int n_ok, bool vec) {
+  Pack8<T> r;
 #pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    const int n = warp + 4 * i;
-    r[i] = (n < N && lane < len) ? base[n * dstate_stride] : from_float<input_t>(0.f);
+  for (int j = 0; j < 8; ++j) r.v[j] = from_float<T>(v[j]);
+  if (vec && n_ok == 8) {
+#pragma unroll
+    for (int q = 0; q < int(sizeof(Pack8<T>) / 16); ++q) {
+      reinterpret_cast<uint4*>(ptr)[q] = reinterpret_cast<const uint4*>(r.v)[q];
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      if (j < n_ok) ptr[j] = r.v[j];
+    }
   }
 }
 
-// Writes the B or C tile to shared memory as [t][n] (pitch n_pad + 4, so a lane reads its K states as
-// float4s), zero past N and past the sequence.
-template <typename input_t>
-__device__ __forceinline__ void stage_bc(float* dst, const input_t (&r)[kRowIters], const input_t* base,
-                                         int64_t dstate_stride, int64_t N, const ScanLayout& l, int lane,
-                                         int warp, int len) {
+// Row pointer of the load/store role (row io_c of the block, first step io_t of the tile at t0) into a
+// (batch, dim, seqlen) tensor.
+template <typename T>
+__device__ __forceinline__ T* io_ptr(const void* base, int64_t batch_stride, int64_t dim_stride, const Pos& s,
+                                     int64_t t0) {
+  return const_cast<T*>(static_cast<const T*>(base)) + s.b * batch_stride + (s.dbase + s.io_c) * dim_stride + t0 + s.io_t;
+}
+
+// Input-dependent B or C of the block's (batch, group): rows n = tid / 4 + 32 i, steps io_t..io_t + 7.
+template <typename T>
+__device__ __forceinline__ const T* bc_ptr(const void* base, int64_t batch_stride, int64_t group_stride,
+                                           const Pos& s, int64_t t0) {
+  return static_cast<const T*>(base) + s.b * batch_stride + s.g * group_stride + t0 + s.io_t;
+}
+
+template <typename T>
+__device__ __forceinline__ void load_bc8(Pack8<T>& r, const T* ptr, int64_t dstate_stride, int n, int64_t N,
+                                         int len, const Pos& s, bool vec) {
+  load8(r, ptr + n * dstate_stride, n < N ? seg_len(len, s.io_t) : 0, vec);
+}
+
+// Writes the tile to shared memory as [t][n] (pitch n_pad + 4, so a lane reads its K states as float4s):
+// row group 0 from the prefetched r0, further row groups (N > 32) loaded now. Zero past N and the sequence.
+template <typename T>
+__device__ __forceinline__ void stage_bc8(float* dst, const Pack8<T>& r0, const T* ptr, int64_t dstate_stride,
+                                          int64_t N, int len, const Pos& s, const ScanLayout& l, bool vec) {
   const int pitch = l.n_pad + 4;
+  for (int n = threadIdx.x / 4; n < l.n_pad; n += kThreads / 4) {
+    Pack8<T> r = r0;
+    if (n >= kThreads / 4) load_bc8(r, ptr, dstate_stride, n, N, len, s, vec);
 #pragma unroll
-  for (int i = 0; i < kRowIters; ++i) {
-    const int n = warp + 4 * i;
-    if (n < l.n_pad) dst[lane * pitch + n] = to_float(r[i]);  // r is already zero past N and the sequence
-  }
-  for (int i = kRowIters; i < l.n_pad / 4; ++i) {
-    const int n = warp + 4 * i;
-    dst[lane * pitch + n] = (n < N && lane < len) ? to_float(base[n * dstate_stride]) : 0.f;
+    for (int j = 0; j < 8; ++j) dst[(s.io_t + j) * pitch + n] = to_float(r.v[j]);
   }
 }
 
-// The K values of a lane's states at step t of a staged [t][n] tile.
+// Eight floats to shared memory as two float4s, and back.
+__device__ __forceinline__ void sts8(float* dst, const float (&v)[8]) {
+  reinterpret_cast<float4*>(dst)[0] = make_float4(v[0], v[1], v[2], v[3]);
+  reinterpret_cast<float4*>(dst)[1] = make_float4(v[4], v[5], v[6], v[7]);
+}
+__device__ __forceinline__ void lds8(float (&v)[8], const float* src) {
+  const float4 a = reinterpret_cast<const float4*>(src)[0], b = reinterpret_cast<const float4*>(src)[1];
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+  v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
+}
+
+// The K values of a lane's states at one step: K consecutive floats (16-byte aligned) at q.
 template <int K>
-__device__ __forceinline__ void read_states(float (&v)[K], const float* tile, int pitch, int t, int p) {
-  const float4* q = reinterpret_cast<const float4*>(tile + t * pitch + p * K);
+__device__ __forceinline__ void read_states(float (&v)[K], const float* q) {
 #pragma unroll
   for (int j = 0; j < K / 4; ++j) {
-    const float4 f = q[j];
+    const float4 f = reinterpret_cast<const float4*>(q)[j];
     v[4 * j] = f.x;
     v[4 * j + 1] = f.y;
     v[4 * j + 2] = f.z;
