@@ -19,6 +19,13 @@
 
 namespace mamba_ext::cuda {
 
+// The backward recomputes a saved chunk in two halves of kHalf steps, so the state history in shared memory
+// is half a tile: 35 KB instead of 68 KB for N = 16, three blocks (12 warps) per multiprocessor instead of
+// two. The second half needs the state at the middle: the first half's states are advanced once more
+// (no stores), half a tile of extra exps.
+constexpr int kHalf = kTile / 2;
+constexpr int kHistPitch = kHalf + 1;  // per-lane state history: odd pitch, lanes hit distinct banks
+
 inline size_t bwd_smem_bytes(const ScanLayout& l) {
   return sizeof(float) * (6 * l.R * kPitch + 2 * kTile * (l.n_pad + 4) + 2 * l.R * l.n_pad +
                           size_t(l.K) * kThreads * kHistPitch);
@@ -28,27 +35,29 @@ inline size_t bwd_local_smem_bytes(const ScanLayout& l) {
   return sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4) + l.R * l.n_pad);
 }
 
-// dst[n * L + lane] = sum over the block's channels c of hist[c, n, lane] * v[c, lane] (* w[c, lane]), for
-// the thread's states n = warp + 4 j and time step lane. hist row of (c, n = p*K + k): k*kThreads + c*P + p.
+// dst[n * L + t] = sum over the block's channels c of hist[c, n, t - tb] * v[c, t] (* w[c, t]) for the
+// steps t = tb + (lane % 16) of a half tile and states n = warp + 4 (lane / 16) + 8 j: consecutive lanes
+// read consecutive columns of one history row. hist row of (c, n = p*K + k): k*kThreads + c*P + p.
 template <int K>
 __device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const float* hist, const float* v_s,
                                                const float* w_s, const Pos& s, const ScanLayout& l, int64_t N,
-                                               int len) {
-  for (int n0 = s.warp; n0 < l.n_pad; n0 += 16) {
+                                               int len, int tb) {
+  const int col = s.lane % kHalf, t = tb + col;
+  for (int n0 = s.warp + 4 * (s.lane / kHalf); n0 < l.n_pad; n0 += 32) {
     float acc[4] = {0.f, 0.f, 0.f, 0.f};
     for (int c = 0; c < s.nvalid; ++c) {
-      float v = v_s[c * kPitch + s.lane];
-      if (w_s) v *= w_s[c * kPitch + s.lane];
+      float v = v_s[c * kPitch + t];
+      if (w_s) v *= w_s[c * kPitch + t];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const int n = n0 + 4 * j;
-        if (n < l.n_pad) acc[j] = fmaf(hist[((n % K) * kThreads + c * l.P + n / K) * kHistPitch + s.lane], v, acc[j]);
+        const int n = n0 + 8 * j;
+        if (n < l.n_pad) acc[j] = fmaf(hist[((n % K) * kThreads + c * l.P + n / K) * kHistPitch + col], v, acc[j]);
       }
     }
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
-      const int n = n0 + 4 * j;
-      if (n < N && s.lane < len) dst[n * L + s.lane] = acc[j];
+      const int n = n0 + 8 * j;
+      if (n < N && t < len) dst[n * L + t] = acc[j];
     }
   }
 }
@@ -66,7 +75,7 @@ __device__ __forceinline__ void stage_constant(float* dst, bool is_variable, con
 }
 
 template <typename input_t, int K>
-__global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
+__global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
   const int R = l.R, bc_pitch = l.n_pad + 4, tid = threadIdx.x;
   float* dt_s = reinterpret_cast<float*>(smem4);  // [R][kPitch] each
@@ -177,110 +186,127 @@ __global__ void __launch_bounds__(kThreads) bwd_kernel(SelectiveScanParams p, Sc
       stage_bc8(C_s, C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
                 N, len, s, l, l.vec_io);
     }
-    float h[K];
+    float h0[K];
 #pragma unroll
     for (int k = 0; k < K; ++k) {
       const int n = s.p * K + k;
-      h[k] = (s.valid && n < N) ? static_cast<const float*>(p.chunk_states_ptr)[(row * p.n_chunks + chunk) * N + n] : 0.f;
+      h0[k] = (s.valid && n < N) ? static_cast<const float*>(p.chunk_states_ptr)[(row * p.n_chunks + chunk) * N + n] : 0.f;
     }
     __syncthreads();
     if (chunk > chunk_begin) prefetch(chunk - 1);  // in flight during this tile's work
 
-    // (2) Recompute the tile's states; y = C.h.
     const float* dt_row = dt_s + s.c * kPitch;
     const float* u_row = u_s + s.c * kPitch;
     const float* dy_row = dy_s + s.c * kPitch;
-    const float* Bq = B_read;
-    const float* Cq = C_read;
-#pragma unroll 1
-    for (int t = 0; t < kTile; t += 4) {
-      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-      const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-      float y[4];
+    // The adjoint flows backwards in time: the second half of the tile first.
+    for (int half = 1; half >= 0; --half) {
+      const int tb = half * kHalf;
+      float h[K];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float Bv[K], Cv[K];
-        read_states(Bv, Bq);
-        read_states(Cv, Cq);
-        Bq += B_step;
-        Cq += C_step;
-        const float dtu = dtv[j] * uv[j];
-        y[j] = 0.f;
+      for (int k = 0; k < K; ++k) h[k] = h0[k];
+      if (half == 1) {  // the state at the middle of the tile
+#pragma unroll 4
+        for (int t = 0; t < kHalf; ++t) {
+          const float dt = dt_row[t], dtu = dt * u_row[t];
+          float Bv[K];
+          read_states(Bv, B_read + t * B_step);
 #pragma unroll
-        for (int k = 0; k < K; ++k) {
-          h[k] = fmaf(ex2(dtv[j] * A2[k]), h[k], dtu * Bv[k]);
-          hist[(k * kThreads + tid) * kHistPitch + t + j] = h[k];
-          y[j] = fmaf(Cv[k], h[k], y[j]);
+          for (int k = 0; k < K; ++k) h[k] = fmaf(ex2(dt * A2[k]), h[k], dtu * Bv[k]);
         }
       }
-      for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-        for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
-      }
-      if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
-    }
-    __syncthreads();
 
-    // (3) dC from the states.
-    if (p.is_variable_C) {
-      channel_reduce<K>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len);
-      __syncthreads();  // (4) overwrites hist
-    }
-
-    // (4) Reverse scan over the tile.
+      // (2) Recompute the half's states into hist; y = C.h.
 #pragma unroll 1
-    for (int t = kTile - 4; t >= 0; t -= 4) {
-      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-      const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-      const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
-      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-      const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
-      float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
-#pragma unroll
-      for (int j = 3; j >= 0; --j) {
-        float Bv[K], Cv[K];
-        read_states(Bv, B_read + (t + j) * B_step);
-        read_states(Cv, C_read + (t + j) * C_step);
-        const float dt = dtv[j], dtu = dt * uv[j], dy = dyv[j];
-        s1[j] = s2[j] = 0.f;
-#pragma unroll
-        for (int k = 0; k < K; ++k) {
-          float* hp = hist + (k * kThreads + tid) * kHistPitch + t + j;
-          const float ht = *hp;
-          const float gk = fmaf(Cv[k], dy, g[k]);   // dL/dh_t
-          const float ga = gk * (ht - dtu * Bv[k]); // dL/d(dt A_n) = g a_t h_{t-1}
-          dA[k] = fmaf(ga, dt, dA[k]);
-          s1[j] = fmaf(ga, A[k], s1[j]);
-          s2[j] = fmaf(gk, Bv[k], s2[j]);
-          dCc[k] = fmaf(dy, ht, dCc[k]);  // used when C is constant
-          dBc[k] = fmaf(gk, dtu, dBc[k]); // used when B is constant
-          *hp = gk;
-          g[k] = ex2(dt * A2[k]) * gk;
-        }
-      }
-      for (int off = 1; off < l.P; off <<= 1) {
+      for (int t = tb; t < tb + kHalf; t += 4) {
+        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+        const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+        float y[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) {
-          s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
-          s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
-        }
-      }
-      if (s.p == 0) {
-        float du[4], ddt[4];
+          float Bv[K], Cv[K];
+          read_states(Bv, B_read + (t + j) * B_step);
+          read_states(Cv, C_read + (t + j) * C_step);
+          const float dtu = dtv[j] * uv[j];
+          y[j] = 0.f;
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
-          ddt[j] = fmaf(s2[j], uv[j], s1[j]);
+          for (int k = 0; k < K; ++k) {
+            h[k] = fmaf(ex2(dtv[j] * A2[k]), h[k], dtu * Bv[k]);
+            hist[(k * kThreads + tid) * kHistPitch + t - tb + j] = h[k];
+            y[j] = fmaf(Cv[k], h[k], y[j]);
+          }
         }
-        *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
-        *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
+        for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+        }
+        if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
       }
-    }
-    __syncthreads();
+      __syncthreads();
 
-    // (5) dB from the adjoints; du, ddelta, dz.
-    if (p.is_variable_B) channel_reduce<K>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len);
+      // (3) dC from the states.
+      if (p.is_variable_C) {
+        channel_reduce<K>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len, tb);
+        __syncthreads();  // (4) overwrites hist
+      }
+
+      // (4) Reverse scan over the half.
+#pragma unroll 1
+      for (int t = tb + kHalf - 4; t >= tb; t -= 4) {
+        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+        const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+        const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
+        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
+        float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
+#pragma unroll
+        for (int j = 3; j >= 0; --j) {
+          float Bv[K], Cv[K];
+          read_states(Bv, B_read + (t + j) * B_step);
+          read_states(Cv, C_read + (t + j) * C_step);
+          const float dt = dtv[j], dtu = dt * uv[j], dy = dyv[j];
+          s1[j] = s2[j] = 0.f;
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            float* hp = hist + (k * kThreads + tid) * kHistPitch + t - tb + j;
+            const float ht = *hp;
+            const float gk = fmaf(Cv[k], dy, g[k]);   // dL/dh_t
+            const float ga = gk * (ht - dtu * Bv[k]); // dL/d(dt A_n) = g a_t h_{t-1}
+            dA[k] = fmaf(ga, dt, dA[k]);
+            s1[j] = fmaf(ga, A[k], s1[j]);
+            s2[j] = fmaf(gk, Bv[k], s2[j]);
+            dCc[k] = fmaf(dy, ht, dCc[k]);  // used when C is constant
+            dBc[k] = fmaf(gk, dtu, dBc[k]); // used when B is constant
+            *hp = gk;
+            g[k] = ex2(dt * A2[k]) * gk;
+          }
+        }
+        for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
+            s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
+          }
+        }
+        if (s.p == 0) {
+          float du[4], ddt[4];
+#pragma unroll
+          for (int j = 0; j < 4; ++j) {
+            du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
+            ddt[j] = fmaf(s2[j], uv[j], s1[j]);
+          }
+          *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
+          *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
+        }
+      }
+      __syncthreads();
+
+      // (5) dB from the adjoints.
+      if (p.is_variable_B) channel_reduce<K>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len, tb);
+      if (half == 1) __syncthreads();  // the first half's recompute overwrites hist
+    }
+
+    // (6) du, ddelta, dz of the whole tile.
     if (n_ok > 0) {
       float du8[8], ddt8[8], y8[8];
       lds8(du8, du_s + s.io_c * kPitch + s.io_t);

@@ -133,7 +133,7 @@ __global__ void __launch_bounds__(kThreads) fwd_kernel(SelectiveScanParams p, Sc
     const float* dtu_row = dtu_s + s.c * kPitch;
     const float* Bq = B_read;
     const float* Cq = C_read;
-#pragma unroll 1
+#pragma unroll 2
     for (int t = 0; t < kTile; t += 4) {
       const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
       const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
