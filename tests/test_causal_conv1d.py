@@ -107,18 +107,21 @@ def test_width_over_cuda_limit_on_cpu():
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("seqlen", [7, 1030])
 def test_low_precision_within_twice_pytorch_error(dtype, seqlen, device):
-    """Error vs an fp32 reference is at most 2x that of the same math done by PyTorch in dtype."""
+    """Error vs an fp32 reference is at most 2x that of the same math done by PyTorch in dtype, or within one
+    rounding of dtype (PyTorch may itself round only once, and a few dozen values make the ratio noisy)."""
     case = ConvCase(seqlen=seqlen, dim=16, initial_states=True, final_states=True)
     kw = make_inputs(case, dtype, device, requires_grad=True)
     outs, grads = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=2)
-    exact_outs, exact_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float32), 2)
+    # float64, not float32: on CUDA PyTorch's fp32 convolution may run in TF32, about fp16's precision.
+    exact_outs, exact_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float64), 2)
     low_outs, low_grads = run_with_grads(causal_conv1d_ref, cast(kw, dtype), 2)
+    rounding = torch.finfo(dtype).eps
     for o, e, lo in zip(outs, exact_outs, low_outs):
         assert o.dtype == dtype
-        assert rel_err(o, e) <= 2 * rel_err(lo, e) + 1e-6
+        assert rel_err(o, e) <= max(2 * rel_err(lo, e), rounding)
     for name, g in grads.items():
         assert g.dtype == dtype
-        assert rel_err(g, exact_grads[name]) <= 2 * rel_err(low_grads[name], exact_grads[name]) + 1e-6, name
+        assert rel_err(g, exact_grads[name]) <= max(2 * rel_err(low_grads[name], exact_grads[name]), rounding), name
 
 
 def test_weight_in_fp32_with_bf16_x(device):

@@ -16,8 +16,10 @@ void check_weight(const char* op, const at::Tensor& weight, const at::Tensor& x,
   check_shape(op, "weight", weight, {dim, *width}, "(dim, width)");
 }
 
-void check_width(const char* op, const c10::SymInt& width, const at::Tensor& x, int64_t cpu_limit) {
-  const int64_t limit = x.is_cuda() ? kMaxWidthCuda : cpu_limit;
+// cuda_limit: the convolution's CUDA kernels are instantiated per width (kMaxWidthCuda); the decode update
+// loops over any width on both devices.
+void check_width(const char* op, const c10::SymInt& width, const at::Tensor& x, int64_t cuda_limit) {
+  const int64_t limit = x.is_cuda() ? cuda_limit : kMaxWidthCpu;
   MAMBA_CHECK(width >= 2 && width <= limit, op, "weight has width ", width, "; the width must be between 2 and ",
               limit, " on ", x.device().type());
 }
@@ -57,7 +59,7 @@ ConvInputs check_conv_inputs(const char* op, const at::Tensor& x, const at::Tens
   in.seqlen = x.sym_size(2);
   in.acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   check_weight(op, weight, x, in.dim, &in.width);
-  check_width(op, in.width, x, kMaxWidthCpu);
+  check_width(op, in.width, x, kMaxWidthCuda);
   in.weight = weight;
   in.bias = check_bias(op, bias, x, weight, in.dim);
   if (initial_states) {
@@ -117,7 +119,7 @@ ConvUpdateInputs check_conv_update_inputs(const char* op, const at::Tensor& x, c
   in.seqlen = in.x3.sym_size(2);
   in.acc_dtype = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   check_weight(op, weight, x, in.dim, &in.width);
-  check_width(op, in.width, x, kMaxWidthCpu);  // the update kernels loop over any width, also on CUDA
+  check_width(op, in.width, x, kMaxWidthCpu);
   in.weight = weight;
   in.bias = check_bias(op, bias, x, weight, in.dim);
   check_device(op, "conv_state", conv_state, x, "x");

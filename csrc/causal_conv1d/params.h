@@ -44,7 +44,10 @@ struct CausalConv1dParams {
   void* dx_ptr = nullptr;
   void* dinitial_states_ptr = nullptr;  // nullptr: not wanted (no initial_states)
   float* dweight_partial_ptr = nullptr;  // CUDA: one part per (batch, time chunk)
-  int64_t chunk_size = 0, n_chunks = 0;  // CUDA time chunking of the backward
+  // CUDA only: time chunks of kConvChunk steps (one thread block each), and whether every (.., seqlen) row
+  // of x, out, dout and dx starts 16-byte aligned, so the kernels may move 8-element packets.
+  int64_t n_chunks = 0;
+  bool vec_io = false;
 };
 
 // One or a few decode steps: the window of token i is [state[-(W-1):], x[0..i]] and the state keeps the last

@@ -1,0 +1,125 @@
+// CUDA host wrappers of causal_conv1d_fwd / causal_conv1d_bwd: checks, outputs, launch (kernel.cuh).
+// Instantiations at each launch site: 3 dtypes x 3 widths = 9.
+#include <ATen/ops/empty.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <limits>
+
+#include "causal_conv1d/args.h"
+#include "causal_conv1d/kernel.cuh"
+#include "common/cuda_dispatch.h"
+
+namespace mamba_ext {
+namespace {
+
+// Calls fn with std::integral_constant<int, width> for width 2, 3 or 4 (the checks allow no other on CUDA).
+template <typename Fn>
+void dispatch_width(const char* op, int64_t width, Fn&& fn) {
+  switch (width) {
+    case 2: fn(std::integral_constant<int, 2>()); break;
+    case 3: fn(std::integral_constant<int, 3>()); break;
+    case 4: fn(std::integral_constant<int, 4>()); break;
+    default: MAMBA_CHECK(false, op, "weight width ", width, " has no CUDA kernel");
+  }
+}
+
+// Grid (dim, n_chunks, batch), see kernel.cuh.
+dim3 conv_grid(const char* op, const CausalConv1dParams& p) {
+  constexpr int64_t kMaxYZ = 65535, kMaxX = std::numeric_limits<int32_t>::max();
+  MAMBA_CHECK(p.dim <= kMaxX && p.n_chunks <= kMaxYZ && p.batch <= kMaxYZ, op, "x of shape (", p.batch, ", ",
+              p.dim, ", ", p.seqlen, ") is too large for the CUDA grid (batch and seqlen / ", cuda::kConvChunk,
+              " must be at most ", kMaxYZ, ")");
+  return dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.n_chunks), static_cast<unsigned>(p.batch));
+}
+
+std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
+                                                          const OptTensor& bias, const OptTensor& initial_states,
+                                                          const OptTensor& seq_idx, bool silu) {
+  const char* op = "causal_conv1d_fwd";
+  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
+  const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;
+  CausalConv1dParams p = make_conv_params(in, silu, weight_acc, bias_acc);
+  at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, x.options());
+  if (p.seqlen == 0) {  // nothing to convolve; the final states are the initial states
+    return {out, in.initial_states ? in.initial_states->clone() : at::zeros({p.batch, p.dim, p.width - 1}, x.options())};
+  }
+  at::Tensor final_states = at::empty({p.batch, p.dim, p.width - 1}, x.options());
+  if (p.batch * p.dim == 0) return {out, final_states};
+  p.out_batch_stride = out.stride(0);
+  p.out_dim_stride = out.stride(1);
+  p.out_ptr = out.data_ptr();
+  p.final_states_ptr = final_states.data_ptr();
+  p.n_chunks = (p.seqlen + cuda::kConvChunk - 1) / cuda::kConvChunk;
+  p.vec_io = cuda::rows_aligned(in.x, cuda::kConvElts) && cuda::rows_aligned(out, cuda::kConvElts);
+  const dim3 grid = conv_grid(op, p);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cuda::dispatch_float_type(op, x.scalar_type(), [&](auto* type_tag) {
+    using input_t = std::remove_pointer_t<decltype(type_tag)>;
+    dispatch_width(op, p.width, [&](auto w) {
+      cuda::causal_conv1d_fwd_kernel<input_t, decltype(w)::value><<<grid, cuda::kConvThreads, 0, stream>>>(p);
+    });
+  });
+  cuda::check_launch(op, cudaGetLastError());
+  return {out, final_states};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cuda(
+    const at::Tensor& dout, const OptTensor& dfinal_states, const at::Tensor& x, const at::Tensor& weight,
+    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu) {
+  const char* op = "causal_conv1d_bwd";
+  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx);
+  check_conv_grads(op, in, dout, dfinal_states);
+  const c10::cuda::CUDAGuard guard(x.device());
+  const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
+  const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;
+  CausalConv1dParams p = make_conv_params(in, silu, weight_acc, bias_acc);
+  const int64_t W = p.width;
+  at::Tensor dx = at::empty({p.batch, p.dim, p.seqlen}, x.options());
+  if (p.seqlen == 0 || p.batch * p.dim == 0) {  // no outputs: only dfinal_states flows (into the initial states)
+    const at::Tensor dinit = dfinal_states ? dfinal_states->clone() : at::zeros({p.batch, p.dim, W - 1}, x.options());
+    return {dx, at::zeros({p.dim, W}, weight.options()), at::zeros({p.dim}, weight.options()), dinit};
+  }
+  const at::Tensor dout_c = time_contiguous(dout);
+  const OptTensor dfinal_c = dfinal_states ? OptTensor(dfinal_states->contiguous()) : std::nullopt;
+  at::Tensor dinitial_states = at::empty({p.batch, p.dim, W - 1}, x.options());
+  p.n_chunks = (p.seqlen + cuda::kConvChunk - 1) / cuda::kConvChunk;
+  at::Tensor partial = at::empty({p.batch * p.n_chunks, p.dim, W + 1}, x.options().dtype(at::kFloat));
+  p.dout_batch_stride = dout_c.stride(0);
+  p.dout_dim_stride = dout_c.stride(1);
+  p.dout_ptr = dout_c.const_data_ptr();
+  p.dfinal_states_ptr = dfinal_c ? dfinal_c->const_data_ptr() : nullptr;
+  p.dx_batch_stride = dx.stride(0);
+  p.dx_dim_stride = dx.stride(1);
+  p.dx_ptr = dx.data_ptr();
+  p.dinitial_states_ptr = dinitial_states.data_ptr();
+  p.dweight_partial_ptr = partial.data_ptr<float>();
+  p.vec_io = cuda::rows_aligned(in.x, cuda::kConvElts) && cuda::rows_aligned(dout_c, cuda::kConvElts) &&
+             cuda::rows_aligned(dx, cuda::kConvElts);
+  const dim3 grid = conv_grid(op, p);
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cuda::dispatch_float_type(op, x.scalar_type(), [&](auto* type_tag) {
+    using input_t = std::remove_pointer_t<decltype(type_tag)>;
+    dispatch_width(op, W, [&](auto w) {
+      cuda::causal_conv1d_bwd_kernel<input_t, decltype(w)::value><<<grid, cuda::kConvThreads, 0, stream>>>(p);
+    });
+  });
+  cuda::check_launch(op, cudaGetLastError());
+  // Sum the per-(batch, chunk) parts in a fixed order (a plain reduction, no atomics): deterministic.
+  const at::Tensor sums = partial.sum(0);  // (dim, W + 1)
+  return {dx, sums.narrow(1, 0, W).to(weight.scalar_type()).contiguous(),
+          sums.select(1, W).to(weight.scalar_type()).contiguous(), dinitial_states};
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(mamba_ext, CUDA, m) {
+  m.impl("causal_conv1d_fwd", &causal_conv1d_fwd_cuda);
+  m.impl("causal_conv1d_bwd", &causal_conv1d_bwd_cuda);
+}
+
+}  // namespace mamba_ext
