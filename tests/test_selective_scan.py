@@ -41,6 +41,13 @@ def test_all_options_fp32(case, seqlen, device):
     compare_with_reference(case.with_(seqlen=seqlen), device, torch.float32, tol=5e-5)
 
 
+@pytest.mark.parametrize("dstate", [1, 17, 64, 256])
+def test_state_sizes(dstate, device):
+    """N from 1 to the limit 256, including sizes that are not a multiple of the vector width."""
+    case = ScanCase(dstate=dstate, seqlen=150, bc="grouped")
+    compare_with_reference(case, device, torch.float32, tol=5e-5)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("bc", ["constant", "variable", "grouped"])
 @pytest.mark.parametrize("seqlen", [7, 2049])
