@@ -12,7 +12,6 @@ Usage: python benchmarks/bench_scan.py [--device cpu|cuda] [--out DIR] [--quick]
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -91,14 +90,22 @@ def peak_mb(impl, shape, mode):
     return float(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
+def rss_kb(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field + ":"))
+
+
 def print_peak(impl, mode, shape):
-    """Child side of peak_mb: one warm-up-free call, then the growth of the process's peak RSS."""
+    """Child side of peak_mb: the process's resident high-water mark during one call, above its resident
+    size before it (Linux: writing 5 to /proc/self/clear_refs resets the high-water mark)."""
     import mamba_ext  # noqa: F401
     t = make_inputs(*shape, grad=mode == "fwd+bwd")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    base = rss_kb("VmRSS")
     with torch.no_grad() if mode == "fwd" else torch.enable_grad():
         run_once(impl, t, mode)
-    print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+    print((rss_kb("VmHWM") - base) / 1024)
 
 
 def machine_rates():
