@@ -13,7 +13,6 @@
 
 #include "common/checks.h"
 #include "selective_scan/cpu_chunk.h"
-#include "selective_scan/cpu_elementwise.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
 
@@ -81,9 +80,7 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
   const int64_t K = r.d_end - r.d_begin, row0 = r.b * p.dim + r.d_begin;
   const auto* chunk_states = static_cast<const acc_t*>(p.chunk_states_ptr);
   std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0);
-  cpu::load_padded_rows(p.A_ptr, r.d_begin, K, N, Np, s.A);
-  if (!p.is_variable_B) cpu::load_padded_rows(p.B_ptr, r.d_begin, K, N, Np, s.B_rows);
-  if (!p.is_variable_C) cpu::load_padded_rows(p.C_ptr, r.d_begin, K, N, Np, s.C_rows);
+  cpu::load_task_parameters(p, r, Np, s.A, s.B_rows, s.C_rows);
   if (p.dlast_state_ptr) {
     cpu::load_padded_rows(p.dlast_state_ptr, row0, K, N, Np, s.g_next);
   } else {
@@ -109,8 +106,7 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
       const acc_t* saved = chunk_states + ((row0 + k) * p.n_chunks + c) * N;
       std::copy(saved, saved + N, h0.data());
       const int64_t len_v = cpu::round_up(len, cpu::Simd<acc_t>::kWidth);  // whole vectors
-      cpu::load_u_and_x<input_t>(p, r.b, d, t0, len, s.u, s.x);
-      cpu::discretize<acc_t>(len_v, p.delta_softplus, s.u, s.x, s.dt, s.dtu);
+      cpu::discretize_row<input_t>(p, r.b, d, t0, len, s.u, s.x, s.dt, s.dtu);
       int64_t Bs, Cs;
       const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, s.B_rows, k, Np, &Bs);
       const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, s.C_rows, k, Np, &Cs);

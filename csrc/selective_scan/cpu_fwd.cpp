@@ -10,7 +10,6 @@
 
 #include "common/checks.h"
 #include "selective_scan/cpu_chunk.h"
-#include "selective_scan/cpu_elementwise.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
 
@@ -35,9 +34,7 @@ void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, Forward
   const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
   const int64_t K = r.d_end - r.d_begin;
   auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
-  cpu::load_padded_rows(p.A_ptr, r.d_begin, K, N, Np, s.A);
-  if (!p.is_variable_B) cpu::load_padded_rows(p.B_ptr, r.d_begin, K, N, Np, s.B_rows);
-  if (!p.is_variable_C) cpu::load_padded_rows(p.C_ptr, r.d_begin, K, N, Np, s.C_rows);
+  cpu::load_task_parameters(p, r, Np, s.A, s.B_rows, s.C_rows);
   if (p.initial_state_ptr) {
     cpu::load_padded_rows(p.initial_state_ptr, r.b * p.dim + r.d_begin, K, N, Np, s.states);
   } else {
@@ -54,8 +51,7 @@ void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, Forward
       acc_t* h = s.states + k * Np;
       std::copy(h, h + N, chunk_states + (row * p.n_chunks + c) * N);
       const int64_t len_v = cpu::round_up(len, cpu::Simd<acc_t>::kWidth);  // whole vectors
-      cpu::load_u_and_x<input_t>(p, r.b, d, t0, len, s.u, s.x);
-      cpu::discretize<acc_t>(len_v, p.delta_softplus, s.u, s.x, s.dt, s.dtu);
+      cpu::discretize_row<input_t>(p, r.b, d, t0, len, s.u, s.x, s.dt, s.dtu);
       int64_t Bs, Cs;
       const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, s.B_rows, k, Np, &Bs);
       const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, s.C_rows, k, Np, &Cs);

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "selective_scan/cpu_elementwise.h"
 #include "selective_scan/params.h"
 
 namespace mamba_ext::cpu {
@@ -47,6 +48,7 @@ inline void load_transposed(const input_t* src, int64_t dstate_stride, int64_t l
 }
 
 // Rows d_begin .. d_begin + K of a (dim, N) parameter, each padded with zeros to Np: dst is K x Np.
+// (Also used for (batch, dim, N) states, with d_begin = b * dim + first channel.)
 template <typename acc_t>
 inline void load_padded_rows(const void* src, int64_t d_begin, int64_t K, int64_t N, int64_t Np, acc_t* dst) {
   const auto* rows = static_cast<const acc_t*>(src) + d_begin * N;
@@ -64,14 +66,26 @@ inline void load_row(const void* base, int64_t batch_stride, int64_t dim_stride,
   for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<acc_t>(src[t]);
 }
 
-// One row chunk of u and of x = delta + delta_bias (the argument of the optional softplus).
+// Discretization of one row chunk: u, x = delta + delta_bias (the argument of the optional softplus),
+// dt = softplus?(x) and dtu = dt * u. Buffers hold len rounded up to whole vectors.
 template <typename input_t, typename acc_t>
-inline void load_u_and_x(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, acc_t* u,
-                         acc_t* x) {
+inline void discretize_row(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, acc_t* u,
+                           acc_t* x, acc_t* dt, acc_t* dtu) {
   load_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, b, d, t0, len, u);
   load_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, d, t0, len, x);
   const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
   for (int64_t t = 0; t < len; ++t) x[t] += bias;
+  discretize<acc_t>(round_up(len, Simd<acc_t>::kWidth), p.delta_softplus, u, x, dt, dtu);
+}
+
+// A of a task's channels, and B and C where they are constant, padded: each K x Np.
+template <typename acc_t>
+inline void load_task_parameters(const SelectiveScanParams& p, const TaskRange& r, int64_t Np, acc_t* A,
+                                 acc_t* B_rows, acc_t* C_rows) {
+  const int64_t K = r.d_end - r.d_begin;
+  load_padded_rows(p.A_ptr, r.d_begin, K, p.dstate, Np, A);
+  if (!p.is_variable_B) load_padded_rows(p.B_ptr, r.d_begin, K, p.dstate, Np, B_rows);
+  if (!p.is_variable_C) load_padded_rows(p.C_ptr, r.d_begin, K, p.dstate, Np, C_rows);
 }
 
 // B (or C) of channel k of a task for one chunk and its time stride: the transposed chunk (stride Np) for
