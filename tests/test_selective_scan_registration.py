@@ -28,10 +28,13 @@ def test_opcheck_public_op(case, device):
 def test_opcheck_internal_ops(case, device):
     kw = make_inputs(case, torch.float32, device)
     chunk = 2048 if device == "cuda" else 128
-    out, last, states = OP.selective_scan_fwd(*op_args(kw), chunk)
-    torch.library.opcheck(OP.selective_scan_fwd.default, op_args(kw) + (chunk,))
+    # Two packed sequences per row, split in the middle.
+    seq_idx = (torch.arange(case.seqlen) >= case.seqlen // 2).to(torch.int32).expand(case.batch, -1).contiguous()
+    seq_idx = seq_idx.to(device)
+    out, last, states = OP.selective_scan_fwd(*op_args(kw), seq_idx, chunk)
+    torch.library.opcheck(OP.selective_scan_fwd.default, op_args(kw) + (seq_idx, chunk))
     dout, dlast = torch.randn_like(out), torch.randn_like(last)
-    bwd_args = (dout, dlast) + op_args(kw) + (states, chunk, False)
+    bwd_args = (dout, dlast) + op_args(kw) + (seq_idx, states, chunk, False)
     torch.library.opcheck(OP.selective_scan_bwd.default, bwd_args)
 
 
