@@ -35,29 +35,51 @@ inline size_t bwd_local_smem_bytes(const ScanLayout& l) {
   return sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4) + l.R * l.n_pad);
 }
 
-// dst[n * L + t] = sum over the block's channels c of hist[c, n, t - tb] * v[c, t] (* w[c, t]) for the
-// steps t = tb + (lane % 16) of a half tile and states n = warp + 4 (lane / 16) + 8 j: consecutive lanes
-// read consecutive columns of one history row. hist row of (c, n = p*K + k): k*kThreads + c*P + p.
-template <int K>
+// dst[n * L + t] = sum over the block's channels c of hist[c, n, t - tb] * v[c, t] (* w[c, t] if kScaled)
+// for the steps t = tb + (lane % 16) of a half tile and the states n0, n0 + 8 with n0 = warp + 4 (lane / 16)
+// + 16 m: consecutive lanes read consecutive columns of one history row, each v serves two states, and
+// even and odd channels go to separate sums (more independent loads in flight; the order is fixed, so the
+// result is deterministic). hist row of (c, n = p*K + k): k*kThreads + c*P + p.
+template <int K, bool kScaled>
 __device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const float* hist, const float* v_s,
                                                const float* w_s, const Pos& s, const ScanLayout& l, int64_t N,
                                                int len, int tb) {
   const int col = s.lane % kHalf, t = tb + col;
-  for (int n0 = s.warp + 4 * (s.lane / kHalf); n0 < l.n_pad; n0 += 32) {
-    float acc[4] = {0.f, 0.f, 0.f, 0.f};
-    for (int c = 0; c < s.nvalid; ++c) {
-      float v = v_s[c * kPitch + t];
-      if (w_s) v *= w_s[c * kPitch + t];
-#pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        const int n = n0 + 8 * j;
-        if (n < l.n_pad) acc[j] = fmaf(hist[((n % K) * kThreads + c * l.P + n / K) * kHistPitch + col], v, acc[j]);
+  const int cstride = l.P * kHistPitch;  // from channel c to c + 1 in a history column
+  for (int n0 = s.warp + 4 * (s.lane / kHalf); n0 < l.n_pad; n0 += 16) {
+    const int n1 = n0 + 8;
+    const bool has1 = n1 < l.n_pad;
+    const float* h0 = hist + ((n0 % K) * kThreads + n0 / K) * kHistPitch + col;
+    const float* h1 = hist + ((n1 % K) * kThreads + n1 / K) * kHistPitch + col;
+    float a0 = 0.f, b0 = 0.f, a1 = 0.f, b1 = 0.f;
+    const float* vp = v_s + t;  // walked by pointer: two channels per iteration
+    const float* wp = w_s + t;
+    int c = 0;
+    for (; c + 1 < s.nvalid; c += 2) {
+      float v0 = vp[0], v1 = vp[kPitch];
+      if (kScaled) {
+        v0 *= wp[0];
+        v1 *= wp[kPitch];
+        wp += 2 * kPitch;
       }
+      a0 = fmaf(h0[0], v0, a0);
+      b0 = fmaf(h0[cstride], v1, b0);
+      if (has1) {
+        a1 = fmaf(h1[0], v0, a1);
+        b1 = fmaf(h1[cstride], v1, b1);
+      }
+      vp += 2 * kPitch;
+      h0 += 2 * cstride;
+      h1 += 2 * cstride;
     }
-#pragma unroll
-    for (int j = 0; j < 4; ++j) {
-      const int n = n0 + 8 * j;
-      if (n < N && t < len) dst[n * L + t] = acc[j];
+    if (c < s.nvalid) {
+      const float v0 = kScaled ? vp[0] * wp[0] : vp[0];
+      a0 = fmaf(h0[0], v0, a0);
+      if (has1) a1 = fmaf(h1[0], v0, a1);
+    }
+    if (t < len) {
+      if (n0 < N) dst[n0 * L + t] = a0 + b0;
+      if (has1 && n1 < N) dst[n1 * L + t] = a1 + b1;
     }
   }
 }
@@ -201,7 +223,7 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     // The adjoint flows backwards in time: the second half of the tile first.
     for (int half = 1; half >= 0; --half) {
       const int tb = half * kHalf;
-      float h[K];
+      float h[K], hstart[K];  // hstart: the state entering the half (h_{t-1} of its first step)
 #pragma unroll
       for (int k = 0; k < K; ++k) h[k] = h0[k];
       if (half == 1) {  // the state at the middle of the tile
@@ -214,6 +236,8 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
           for (int k = 0; k < K; ++k) h[k] = fmaf(ex2(dt * A2[k]), h[k], dtu * Bv[k]);
         }
       }
+#pragma unroll
+      for (int k = 0; k < K; ++k) hstart[k] = h[k];
 
       // (2) Recompute the half's states into hist; y = C.h.
 #pragma unroll 1
@@ -244,10 +268,16 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
       }
       __syncthreads();
 
-      // (3) dC from the states.
+      // (3) dC from the states: over the block's channels when C is input-dependent, else over time in
+      // each lane (its own history rows, so no barrier).
       if (p.is_variable_C) {
-        channel_reduce<K>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len, tb);
+        channel_reduce<K, false>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len, tb);
         __syncthreads();  // (4) overwrites hist
+      } else {
+        for (int t = tb; t < tb + kHalf; ++t) {
+#pragma unroll
+          for (int k = 0; k < K; ++k) dCc[k] = fmaf(dy_row[t], hist[(k * kThreads + tid) * kHistPitch + t - tb], dCc[k]);
+        }
       }
 
       // (4) Reverse scan over the half.
@@ -264,21 +294,21 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
           float Bv[K], Cv[K];
           read_states(Bv, B_read + (t + j) * B_step);
           read_states(Cv, C_read + (t + j) * C_step);
-          const float dt = dtv[j], dtu = dt * uv[j], dy = dyv[j];
+          const float dt = dtv[j], dy = dyv[j];
           s1[j] = s2[j] = 0.f;
+          const int col = t - tb + j;
 #pragma unroll
           for (int k = 0; k < K; ++k) {
-            float* hp = hist + (k * kThreads + tid) * kHistPitch + t - tb + j;
-            const float ht = *hp;
-            const float gk = fmaf(Cv[k], dy, g[k]);   // dL/dh_t
-            const float ga = gk * (ht - dtu * Bv[k]); // dL/d(dt A_n) = g a_t h_{t-1}
+            float* hp = hist + (k * kThreads + tid) * kHistPitch + col;
+            const float h_prev = col > 0 ? hp[-1] : hstart[k];  // not yet overwritten: we walk backwards
+            const float gk = fmaf(Cv[k], dy, g[k]);     // dL/dh_t
+            const float g_prev = ex2(dt * A2[k]) * gk;  // flows to h_{t-1}
+            const float ga = g_prev * h_prev;           // dL/d(dt A_n) = g_t a_t h_{t-1}
             dA[k] = fmaf(ga, dt, dA[k]);
             s1[j] = fmaf(ga, A[k], s1[j]);
             s2[j] = fmaf(gk, Bv[k], s2[j]);
-            dCc[k] = fmaf(dy, ht, dCc[k]);  // used when C is constant
-            dBc[k] = fmaf(gk, dtu, dBc[k]); // used when B is constant
             *hp = gk;
-            g[k] = ex2(dt * A2[k]) * gk;
+            g[k] = g_prev;
           }
         }
         for (int off = 1; off < l.P; off <<= 1) {
@@ -301,8 +331,16 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
       }
       __syncthreads();
 
-      // (5) dB from the adjoints.
-      if (p.is_variable_B) channel_reduce<K>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len, tb);
+      // (5) dB from the adjoints (constant B: over time in each lane).
+      if (p.is_variable_B) {
+        channel_reduce<K, true>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len, tb);
+      } else {
+        for (int t = tb; t < tb + kHalf; ++t) {
+          const float dtu = dt_row[t] * u_row[t];
+#pragma unroll
+          for (int k = 0; k < K; ++k) dBc[k] = fmaf(dtu, hist[(k * kThreads + tid) * kHistPitch + t - tb], dBc[k]);
+        }
+      }
       if (half == 1) __syncthreads();  // the first half's recompute overwrites hist
     }
 

@@ -35,7 +35,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   p.last_state_ptr = last_state.data_ptr();
   p.chunk_states_ptr = chunk_states.data_ptr();
 
-  cuda::ScanLayout layout = cuda::device_layout(p, 4);
+  // Splits only to fill the GPU (a split costs a second pass of exps); kFwdMinBlocks blocks fit per SM.
+  cuda::ScanLayout layout = cuda::device_layout(p, cuda::kFwdMinBlocks, 0.0);
   layout.vec_io = cuda::forward_rows_aligned16(p, u.element_size());
   cuda::ScanWork work;
   at::Tensor split_local, split_in, split_dtsum;

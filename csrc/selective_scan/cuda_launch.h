@@ -25,13 +25,12 @@ inline void check_launch(const char* op, cudaError_t err) {
   MAMBA_CHECK(err == cudaSuccess, op, "CUDA error: ", cudaGetErrorString(err));
 }
 
-// blocks_per_sm: how many blocks of the kernel we expect to fit on one multiprocessor; fewer rows than
-// that fills are split in time.
-inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm) {
+// Launch layout on the current device (make_layout in scan_common.cuh explains the arguments).
+inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm, double split_cost) {
   int device = 0, sms = 0;
   check_launch("selective_scan", cudaGetDevice(&device));
   check_launch("selective_scan", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return make_layout(p, sms, blocks_per_sm);
+  return make_layout(p, sms, blocks_per_sm, split_cost);
 }
 
 // True when ptr is 16-byte aligned and so is every row start (each stride in bytes a multiple of 16):

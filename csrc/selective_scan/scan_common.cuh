@@ -54,7 +54,9 @@ struct ScanWork {
   float* dC_part = nullptr;
 };
 
-inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blocks_per_sm) {
+// blocks_per_sm: blocks of the kernel that fit on one multiprocessor. split_cost: the extra work of the
+// zero-start pass a time split adds, relative to the kernel (0 = never split to balance waves).
+inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blocks_per_sm, double split_cost) {
   ScanLayout l;
   l.K = p.dstate <= 128 ? 4 : 8;
   l.P = 4;
@@ -63,12 +65,26 @@ inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blo
   l.n_pad = l.P * l.K;
   const int64_t channels = p.dim / p.n_groups;
   l.n_cblocks = (channels + l.R - 1) / l.R;
-  // Split time only when the rows alone cannot fill the GPU: a split costs a second pass of exps.
   const int64_t blocks = l.n_cblocks * p.batch * p.n_groups;
   const int64_t n_chunks = (p.seqlen + kTile - 1) / kTile;
-  const int64_t want = int64_t(num_sms) * blocks_per_sm;
-  int64_t splits = blocks >= want / 2 ? 1 : (want + blocks - 1) / blocks;
-  splits = splits < 1 ? 1 : (splits > n_chunks ? (n_chunks < 1 ? 1 : n_chunks) : splits);
+  const int64_t slots = int64_t(num_sms) * blocks_per_sm;
+  int64_t splits = 1;
+  if (split_cost > 0) {
+    // Time splits also even out waves: pick S minimizing rounds of `slots` blocks per unit of work plus
+    // the split pass and a small per-split overhead, e.g. 512 blocks on 396 slots: S = 3 (4 rounds of a
+    // third) beats 2 full rounds.
+    double best = double((blocks + slots - 1) / slots) + 0.02;
+    for (int64_t S = 2; S <= 64 && S <= n_chunks; ++S) {
+      const double cost = double((blocks * S + slots - 1) / slots) / double(S) + split_cost + 0.02 * double(S);
+      if (cost < best - 1e-9) {
+        best = cost;
+        splits = S;
+      }
+    }
+  } else if (blocks < slots / 2) {
+    splits = (slots + blocks - 1) / blocks;  // too few rows to fill the GPU: a split costs a second pass of exps
+  }
+  splits = splits > n_chunks ? (n_chunks < 1 ? 1 : n_chunks) : splits;
   l.chunks_per_split = n_chunks < 1 ? 1 : (n_chunks + splits - 1) / splits;
   l.n_splits = n_chunks < 1 ? 1 : (n_chunks + l.chunks_per_split - 1) / l.chunks_per_split;
   return l;

@@ -1,5 +1,7 @@
 // The selective scan through the C++ API (dispatcher + C++ autograd), against a plain C++ reference that
 // runs the recurrence in double with scalar loops.
+// Catch2's macros are used with their CATCH_ prefix: torch's headers define a CHECK macro of their own.
+#define CATCH_CONFIG_PREFIX_ALL
 #include <catch2/catch.hpp>
 #include <torch/torch.h>
 
@@ -71,19 +73,19 @@ double rel_err(const torch::Tensor& a, const torch::Tensor& b) {
 
 }  // namespace
 
-TEST_CASE("selective_scan forward matches the C++ reference", "[selective_scan]") {
+CATCH_TEST_CASE("selective_scan forward matches the C++ reference", "[selective_scan]") {
   torch::manual_seed(static_cast<uint64_t>(std::random_device{}()));
   for (int64_t L : {1, 7, 300}) {
     const Inputs in = random_inputs(2, 4, L, 5, 2, torch::kFloat);
     auto [out, last] =
         mamba_ext::selective_scan(in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias, true, in.h0);
     auto [ref_out, ref_last] = reference(in);
-    CHECK(rel_err(out, ref_out) < 1e-5);
-    CHECK(rel_err(last, ref_last) < 1e-5);
+    CATCH_CHECK(rel_err(out, ref_out) < 1e-5);
+    CATCH_CHECK(rel_err(last, ref_last) < 1e-5);
   }
 }
 
-TEST_CASE("selective_scan backward matches finite differences of the C++ reference", "[selective_scan]") {
+CATCH_TEST_CASE("selective_scan backward matches finite differences of the C++ reference", "[selective_scan]") {
   torch::manual_seed(static_cast<uint64_t>(std::random_device{}()));
   Inputs in = random_inputs(1, 2, 140, 3, 1, torch::kDouble);  // crosses a CPU chunk boundary
   for (size_t i = 0; i < Inputs::kCount; ++i) in[i].requires_grad_(true);
@@ -107,14 +109,14 @@ TEST_CASE("selective_scan backward matches finite differences of the C++ referen
     minus[i] = inputs[i].detach() - eps * dir;
     const double numeric = (ref_loss(plus) - ref_loss(minus)) / (2 * eps);
     const double analytic = (grads[i] * dir).sum().item<double>();
-    INFO("input " << i << ": analytic " << analytic << " numeric " << numeric);
-    CHECK(std::abs(analytic - numeric) <= 1e-6 * (1 + std::abs(numeric)));
+    CATCH_INFO("input " << i << ": analytic " << analytic << " numeric " << numeric);
+    CATCH_CHECK(std::abs(analytic - numeric) <= 1e-6 * (1 + std::abs(numeric)));
   }
 }
 
-TEST_CASE("selective_scan rejects a bad argument with the op and argument named", "[selective_scan]") {
+CATCH_TEST_CASE("selective_scan rejects a bad argument with the op and argument named", "[selective_scan]") {
   const Inputs in = random_inputs(1, 4, 5, 3, 1, torch::kFloat);
   const auto bad_D = torch::randn({5});
-  CHECK_THROWS_WITH(mamba_ext::selective_scan(in.u, in.delta, in.A, in.B, in.C, bad_D),
+  CATCH_CHECK_THROWS_WITH(mamba_ext::selective_scan(in.u, in.delta, in.A, in.B, in.C, bad_D),
                     Catch::Contains("mamba_ext.selective_scan: D must have shape"));
 }

@@ -1,0 +1,227 @@
+"""CUDA benchmark of the selective scan (issue 3): ours against the floor, mamba_ssm's published numbers,
+the pure-PyTorch reference and SDPA flash attention, plus the seqlen sweep of the paper's Figure 8 (left).
+
+Shapes are (batch, dim, seqlen), N = 16, B/C input-dependent (batch, 1, N, seqlen), with z, D, delta_bias
+and softplus. Times are medians of CUDA-event timings after warm-up, on random inputs, rotating input sets
+so that their total exceeds L2. The floor is max((N + 4) * elements / exp2 rate, bytes / copy bandwidth),
+both ceilings measured in the same run (gpu_ceilings.py beside this file).
+
+Usage: python benchmarks/bench_scan_cuda.py [--out DIR] [--no-sweep]
+       python benchmarks/bench_scan_cuda.py --plot DIR/bench_scan_cuda.json   (redraw the figure only)
+Called by bench_scan.py for --device cuda as main(argv).
+"""
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+SHAPES = [(8, 1536, 2048), (4, 4096, 2048), (1, 4096, 16384), (1, 1536, 131072), (16, 1536, 512)]
+N = 16
+# mamba_ssm on an H100 80GB HBM3, bf16 (DESIGN.md section 5; not installed on the GPU machine): fwd, fwd+bwd ms.
+MAMBA_SSM = {(8, 1536, 2048): (0.451, 2.28), (4, 4096, 2048): (0.596, 3.02), (1, 4096, 16384): (1.48, 6.94),
+             (1, 1536, 131072): (4.45, 19.9), (16, 1536, 512): (0.217, 1.05)}
+L2_BYTES = 50 * 2**20
+SWEEP = [512 * 2**i for i in range(10)]  # 512 ... 262144 at (1, 2048, L)
+
+
+def make_inputs(batch, dim, seqlen, dtype, grad=False, device="cuda"):
+    t = {"u": torch.randn(batch, dim, seqlen, device=device, dtype=dtype),
+         "delta": (0.5 * torch.randn(batch, dim, seqlen, device=device) - 1).to(dtype),
+         "A": -(0.5 + 2 * torch.rand(dim, N, device=device)),
+         "B": torch.randn(batch, 1, N, seqlen, device=device, dtype=dtype),
+         "C": torch.randn(batch, 1, N, seqlen, device=device, dtype=dtype),
+         "D": torch.randn(dim, device=device),
+         "z": torch.randn(batch, dim, seqlen, device=device, dtype=dtype),
+         "delta_bias": 0.5 * torch.randn(dim, device=device)}
+    if grad:
+        for v in t.values():
+            v.requires_grad_()
+        t["dout"] = torch.randn(batch, dim, seqlen, device=device, dtype=dtype)
+    return t
+
+
+def input_sets(batch, dim, seqlen, dtype, grad):
+    one = batch * dim * seqlen * torch.tensor([], dtype=dtype).element_size() * (4 if grad else 3)
+    n = max(2, min(8, math.ceil(2 * L2_BYTES / one)))
+    return [make_inputs(batch, dim, seqlen, dtype, grad) for _ in range(n)]
+
+
+def bench(fn, sets, warmup=3, reps=15):
+    """Median milliseconds of fn(set) over reps, rotating input sets, after warmup calls."""
+    for i in range(warmup):
+        fn(sets[i % len(sets)])
+    times = []
+    for i in range(reps):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(sets[i % len(sets)])
+        end.record()
+        torch.cuda.synchronize()
+        times.append(start.elapsed_time(end))
+    return statistics.median(times)
+
+
+def scan(t):
+    import mamba_ext
+    return mamba_ext.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
+                                    True)
+
+
+def fwd(t):
+    with torch.no_grad():
+        scan(t)
+
+
+def fwd_bwd(t):
+    scan(t).backward(t["dout"])
+
+
+def time_ours(batch, dim, seqlen, dtype):
+    sets = input_sets(batch, dim, seqlen, dtype, False)
+    f = bench(fwd, sets)
+    del sets
+    sets = input_sets(batch, dim, seqlen, dtype, True)
+    fb = bench(fwd_bwd, sets, warmup=2, reps=9)
+    del sets
+    torch.cuda.empty_cache()
+    return f, fb
+
+
+def time_reference(batch, dim, seqlen, device="cuda"):
+    """The pure-PyTorch reference (one step at a time), in fp32 as it expects, on bf16-valued inputs."""
+    from mamba_ext.reference import selective_scan_ref
+    t = make_inputs(batch, dim, seqlen, torch.bfloat16, device=device)
+    args = [t[k].float() for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    with torch.no_grad():
+        return bench(lambda _: selective_scan_ref(*args, delta_softplus=True), [None], warmup=1, reps=3)
+
+
+def sdpa_heads(dim):
+    width = dim // 2  # the Transformer layer of the same width: dim / 2 model width
+    head_dim = 128 if dim >= 4096 else 64
+    return width // head_dim, head_dim
+
+
+def time_sdpa(batch, dim, seqlen):
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    heads, head_dim = sdpa_heads(dim)
+    sets = [[torch.randn(batch, heads, seqlen, head_dim, device="cuda", dtype=torch.bfloat16) for _ in range(3)]
+            for _ in range(2)]
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.no_grad():
+        reps = 15 if seqlen <= 32768 else 3
+        return bench(lambda qkv: F.scaled_dot_product_attention(*qkv, is_causal=True), sets, warmup=2, reps=reps)
+
+
+def floor_ms(batch, dim, seqlen, dtype, ceil):
+    elements = batch * dim * seqlen
+    size = torch.tensor([], dtype=dtype).element_size()
+    bytes_moved = size * (4 * elements + 2 * batch * N * seqlen)  # u, delta, z in, out; B, C
+    return 1e3 * max((N + 4) * elements / ceil["exp2_per_s"], bytes_moved / ceil["copy_bytes_per_s"])
+
+
+def plot(results, path):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print(f"matplotlib not installed: figure not drawn (redraw with --plot {path[:-4]}.json)")
+        return
+    sweep = results["sweep"]
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for key, label, style in (("ours_fwd_ms", "mamba_ext scan (CUDA)", "o-"),
+                              ("sdpa_flash_ms", "SDPA flash attention (causal)", "s-"),
+                              ("reference_ms", "PyTorch reference scan", "^--")):
+        pts = [(r["seqlen"], r[key]) for r in sweep if r.get(key) is not None]
+        if pts:
+            ax.plot(*zip(*pts), style, label=label)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("sequence length")
+    ax.set_ylabel("forward time (ms)")
+    ax.set_title(f"Scan vs attention, (1, 2048, L), bf16, N=16\n{results['device']}, {results['date']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=130)
+    print(f"wrote {path}")
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="benchmarks/results", help="directory for the JSON and the PNG")
+    ap.add_argument("--no-sweep", action="store_true", help="skip the Figure 8 sweep")
+    ap.add_argument("--plot", help="only redraw the figure from this JSON file")
+    args = ap.parse_args(argv)
+    if args.plot:
+        results = json.load(open(args.plot))
+        plot(results, os.path.join(os.path.dirname(args.plot), "fig8_left_scan_vs_attention.png"))
+        return results
+    import mamba_ext
+    assert torch.cuda.is_available() and mamba_ext.has_cuda(), "needs a GPU and mamba_ext built with CUDA"
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from gpu_ceilings import ceilings
+    os.makedirs(args.out, exist_ok=True)
+    torch.manual_seed(0)
+    ceil = ceilings()
+    results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
+               "torch": torch.__version__, "ceilings": ceil, "shapes": [], "sweep": []}
+    print(f"{ceil['device']}: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, exp2 {ceil['exp2_per_s'] / 1e12:.2f} T/s")
+    for shape in SHAPES:
+        row = {"shape": shape}
+        for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
+            row[f"{name}_fwd_ms"], row[f"{name}_fwdbwd_ms"] = time_ours(*shape, dtype)
+            row[f"{name}_floor_ms"] = floor_ms(*shape, dtype, ceil)
+        row["mamba_ssm_fwd_ms"], row["mamba_ssm_fwdbwd_ms"] = MAMBA_SSM[shape]
+        row["sdpa_flash_ms"] = time_sdpa(*shape)
+        results["shapes"].append(row)
+        print(f"  {shape}: bf16 fwd {row['bf16_fwd_ms']:.3f} fwd+bwd {row['bf16_fwdbwd_ms']:.3f}, fp32 fwd "
+              f"{row['fp32_fwd_ms']:.3f} fwd+bwd {row['fp32_fwdbwd_ms']:.3f}, floor {row['bf16_floor_ms']:.3f}, "
+              f"sdpa {row['sdpa_flash_ms']:.3f} ms", flush=True)
+        json.dump(results, open(os.path.join(args.out, "bench_scan_cuda.json"), "w"), indent=1)
+    ref_shape = SHAPES[0]
+    results["reference"] = {"shape": ref_shape, "ms": time_reference(*ref_shape)}
+    print(f"  reference {ref_shape}: {results['reference']['ms']:.1f} ms", flush=True)
+    if not args.no_sweep:
+        for L in SWEEP:
+            r = {"seqlen": L, "ours_fwd_ms": bench(fwd, input_sets(1, 2048, L, torch.bfloat16, False)),
+                 "sdpa_flash_ms": time_sdpa(1, 2048, L),
+                 "reference_ms": time_reference(1, 2048, L) if L <= 4096 else None}
+            results["sweep"].append(r)
+            print(f"  sweep L={L}: ours {r['ours_fwd_ms']:.3f} ms, sdpa {r['sdpa_flash_ms']:.3f} ms", flush=True)
+            torch.cuda.empty_cache()
+    json_path = os.path.join(args.out, "bench_scan_cuda.json")
+    json.dump(results, open(json_path, "w"), indent=1)
+    print_table(results)
+    if results["sweep"]:
+        plot(results, os.path.join(args.out, "fig8_left_scan_vs_attention.png"))
+    return results
+
+
+def print_table(results):
+    print(f"\nselective scan, CUDA, {results['device']}, {results['date']}, torch {results['torch']}; "
+          "N=16, B/C (batch,1,N,L), z, D, delta_bias, softplus; ms, median of CUDA events")
+    hdr = (f"{'(batch,dim,seqlen)':20s} {'bf16 fwd':>9s} {'fwd+bwd':>8s} {'floor':>6s} {'floor/fwd':>9s} "
+           f"{'mamba_ssm':>13s} {'speedup':>11s} {'fp32 fwd':>9s} {'fwd+bwd':>8s} {'SDPA':>8s} {'SDPA/ours':>9s}")
+    print(hdr)
+    for r in results["shapes"]:
+        ms_f, ms_fb = r["mamba_ssm_fwd_ms"], r["mamba_ssm_fwdbwd_ms"]
+        print(f"{str(tuple(r['shape'])):20s} {r['bf16_fwd_ms']:9.3f} {r['bf16_fwdbwd_ms']:8.3f} "
+              f"{r['bf16_floor_ms']:6.3f} {r['bf16_floor_ms'] / r['bf16_fwd_ms']:9.2f} "
+              f"{ms_f:6.3f}/{ms_fb:6.2f} {ms_f / r['bf16_fwd_ms']:5.2f}/{ms_fb / r['bf16_fwdbwd_ms']:5.2f} "
+              f"{r['fp32_fwd_ms']:9.3f} {r['fp32_fwdbwd_ms']:8.3f} {r['sdpa_flash_ms']:8.3f} "
+              f"{r['sdpa_flash_ms'] / r['bf16_fwd_ms']:9.2f}")
+    ref = results["reference"]
+    first = results["shapes"][0]
+    print(f"PyTorch reference scan at {tuple(ref['shape'])}: {ref['ms']:.1f} ms "
+          f"({ref['ms'] / first['bf16_fwd_ms']:.0f}x our bf16 forward)")
+
+
+if __name__ == "__main__":
+    main()
