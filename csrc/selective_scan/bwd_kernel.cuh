@@ -4,17 +4,17 @@
 // Grid as the forward (scan_common.cuh): x = channel block of R channels, y = batch * groups + g, z = time
 // split. A block walks its split's tiles (== saved chunks) from last to first, carrying the adjoint
 // g = dL/dh in registers. Per tile: (1) stage dt, u, dy = dout * silu(z) and B, C (loaded into registers
-// during the previous tile, 16 bytes per access); (2) recompute the states from the saved chunk state, keeping every h_t in
-// shared memory, and y = C.h; (3) dC[n,t] = sum over the block's channels of dy*h_t, read from shared
-// memory (no shuffles); (4) reverse scan, each lane overwriting its h_t with g_t; (5) dB[n,t] = sum over
-// channels of g_t*dt*u from shared memory, and du, ddelta, dz written coalesced.
-// With S > 1 splits, bwd_local_kernel first runs each split but the first from a zero adjoint (it needs no
-// states: g_t = C_t dy_t + exp(dt A) g_{t+1}), bwd_combine_kernel chains the splits from the end, and the
-// full pass starts each split from the adjoint leaving the split after it.
+// during the previous tile, 16 bytes per access); then for the second half of the tile and then the first:
+// (2) recompute the half's states from the saved chunk state, keeping every h_t in shared memory, and
+// y = C.h; (3) dC[n,t] = sum over the block's channels of dy*h_t, read from shared memory (no shuffles);
+// (4) reverse scan, each lane overwriting its h_t with g_t; (5) dB[n,t] = sum over channels of
+// g_t*dt*u from shared memory; finally (6) du, ddelta, dz are written coalesced.
+// With S > 1 time splits the adjoint entering each split comes from bwd_split.cuh.
 //
-// Instantiations: 3 input dtypes x K in {4, 8} x {full, local} = 12, plus 1 combine kernel.
+// Instantiations: 3 input dtypes x K in {4, 8} = 6 here; with bwd_split.cuh, 12 scan kernels and 1 combine.
 #pragma once
 
+#include "selective_scan/bwd_split.cuh"
 #include "selective_scan/scan_common.cuh"
 
 namespace mamba_ext::cuda {
@@ -31,9 +31,6 @@ inline size_t bwd_smem_bytes(const ScanLayout& l) {
                           size_t(l.K) * kThreads * kHistPitch);
 }
 
-inline size_t bwd_local_smem_bytes(const ScanLayout& l) {
-  return sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4) + l.R * l.n_pad);
-}
 
 // dst[n * L + t] = sum over the block's channels c of hist[c, n, t - tb] * v[c, t] (* w[c, t] if kScaled)
 // for the steps t = tb + (lane % 16) of a half tile and the states n0, n0 + 8 with n0 = warp + 4 (lane / 16)
@@ -81,18 +78,6 @@ __device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const floa
       if (n0 < N) dst[n0 * L + t] = a0 + b0;
       if (has1 && n1 < N) dst[n1 * L + t] = a1 + b1;
     }
-  }
-}
-
-// Constant B or C into shared memory [R][n_pad] (zero when input-dependent or padded), so the inner loops
-// read either kind through a pointer and a per-step stride (0 for constant).
-template <int K>
-__device__ __forceinline__ void stage_constant(float* dst, bool is_variable, const void* src, const Pos& s,
-                                               const ScanLayout& l, int64_t N) {
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int n = s.p * K + k;
-    dst[s.c * l.n_pad + n] = (n < N && !is_variable) ? static_cast<const float*>(src)[s.d * N + n] : 0.f;
   }
 }
 
@@ -387,101 +372,6 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     if (!p.is_variable_B) w.dB_part[(part + s.d) * N + n] = dBc[k];
     if (!p.is_variable_C) w.dC_part[(part + s.d) * N + n] = dCc[k];
     if (split == 0) static_cast<float*>(p.dinitial_state_ptr)[row * N + n] = g[k];
-  }
-}
-
-// Zero-start adjoint of split blockIdx.z + 1 (every split but the first): what it passes to the split before
-// it when nothing flows in from the right. Needs no states, so no recompute.
-template <typename input_t, int K>
-__global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
-  extern __shared__ float4 smem4[];
-  const int R = l.R, bc_pitch = l.n_pad + 4;
-  float* dt_s = reinterpret_cast<float*>(smem4);
-  float* dy_s = dt_s + R * kPitch;
-  float* C_s = dy_s + R * kPitch;           // [kTile][n_pad + 4]
-  float* Ck_s = C_s + kTile * bc_pitch;     // constant C: [R][n_pad]
-
-  const Pos s = block_pos(p, l);
-  const int64_t split = blockIdx.z + 1, N = p.dstate;
-  const int64_t row = s.b * p.dim + s.d;
-  float A2[K], g[K];
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int n = s.p * K + k;
-    A2[k] = (n < N && s.valid) ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
-    g[k] = 0.f;
-  }
-  stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
-  const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
-  const int C_step = p.is_variable_C ? bc_pitch : 0;
-  const bool io_row = s.io_c < s.nvalid;
-  const float bias_io = (io_row && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + s.io_c] : 0.f;
-
-  float dtsum = 0.f;
-  const int64_t chunk_begin = split * l.chunks_per_split;
-  const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
-  for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
-    const int64_t t0 = chunk * kTile;
-    const int len = tile_len(p.seqlen, t0);
-    const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
-    Pack8<input_t> delta_n, dout_n, z_n, C_n;
-    load8(delta_n, io_ptr<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, t0), n_ok, l.vec_io);
-    load8(dout_n, io_ptr<input_t>(p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, t0), n_ok, l.vec_io);
-    if (p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
-    if (p.is_variable_C) {
-      const input_t* C_ptr = bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0);
-      load_bc8(C_n, C_ptr, p.C_dstate_stride, s.io_c, N, len, s, l.vec_io);
-      stage_bc8(C_s, C_n, C_ptr, p.C_dstate_stride, N, len, s, l, l.vec_io);
-    }
-    if (s.io_c < R) {
-      float dt8[8], dy8[8];
-#pragma unroll
-      for (int j = 0; j < 8; ++j) {
-        const float x = to_float(delta_n.v[j]) + bias_io;
-        float dt = x, dsp;
-        if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
-        dt8[j] = j < n_ok ? dt : 0.f;
-        dy8[j] = to_float(dout_n.v[j]);
-        if (p.z_ptr) {
-          const float z = to_float(z_n.v[j]);
-          dy8[j] *= z * sigmoid(z);
-        }
-      }
-      sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
-      sts8(dy_s + s.io_c * kPitch + s.io_t, dy8);
-    }
-    __syncthreads();
-    for (int t = kTile - 1; t >= 0; --t) {
-      const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t];
-      dtsum += dt;
-      float Cv[K];
-      read_states(Cv, C_read + t * C_step);
-#pragma unroll
-      for (int k = 0; k < K; ++k) g[k] = ex2(dt * A2[k]) * fmaf(Cv[k], dy, g[k]);
-    }
-    __syncthreads();
-  }
-  if (!s.valid) return;
-#pragma unroll
-  for (int k = 0; k < K; ++k) {
-    const int n = s.p * K + k;
-    if (n < N) w.split_local[(row * l.n_splits + split) * N + n] = g[k];
-  }
-  if (s.p == 0) w.split_dtsum[row * l.n_splits + split] = dtsum;
-}
-
-// Adjoint leaving each split to the left: q_{S-1} = dlast_state, q_{s-1} = local_s + exp(A sum dt_s) q_s.
-__global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
-  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
-  const int64_t N = p.dstate;
-  if (i >= p.batch * p.dim * N) return;
-  const int64_t row = i / N, n = i % N, d = row % p.dim;
-  const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
-  float q = p.dlast_state_ptr ? static_cast<const float*>(p.dlast_state_ptr)[i] : 0.f;
-  for (int64_t s = l.n_splits - 1; s >= 0; --s) {
-    const int64_t at = (row * l.n_splits + s) * N + n;
-    w.split_in[at] = q;
-    if (s > 0) q = w.split_local[at] + ex2(A2 * w.split_dtsum[row * l.n_splits + s]) * q;
   }
 }
 

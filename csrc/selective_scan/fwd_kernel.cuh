@@ -50,8 +50,6 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
     const int n = s.p * K + k;
     const bool real = n < N;
     A2[k] = real ? static_cast<const float*>(p.A_ptr)[s.d * N + n] * kLog2e : 0.f;
-    Bk_s[s.c * l.n_pad + n] = (real && !p.is_variable_B) ? static_cast<const float*>(p.B_ptr)[s.d * N + n] : 0.f;
-    Ck_s[s.c * l.n_pad + n] = (real && !p.is_variable_C) ? static_cast<const float*>(p.C_ptr)[s.d * N + n] : 0.f;
     h[k] = 0.f;
     if (!kLocal && real && s.valid) {
       if (split > 0) {
@@ -61,6 +59,8 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
       }
     }
   }
+  stage_constant<K>(Bk_s, p.is_variable_B, p.B_ptr, s, l, N);
+  stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
   const float* B_read = p.is_variable_B ? B_s + s.p * K : Bk_s + s.c * l.n_pad + s.p * K;
   const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
   const int B_step = p.is_variable_B ? bc_pitch : 0, C_step = p.is_variable_C ? bc_pitch : 0;

@@ -262,6 +262,18 @@ __device__ __forceinline__ void lds8(float (&v)[8], const float* src) {
   v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
 }
 
+// Constant B or C of the lane's K states into shared memory [R][n_pad] (zero when input-dependent or
+// padded), so the inner loops read either kind through a pointer and a per-step stride (0 for constant).
+template <int K>
+__device__ __forceinline__ void stage_constant(float* dst, bool is_variable, const void* src, const Pos& s,
+                                               const ScanLayout& l, int64_t N) {
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const int n = s.p * K + k;
+    dst[s.c * l.n_pad + n] = (n < N && !is_variable) ? static_cast<const float*>(src)[s.d * N + n] : 0.f;
+  }
+}
+
 // The K values of a lane's states at one step: K consecutive floats (16-byte aligned) at q.
 template <int K>
 __device__ __forceinline__ void read_states(float (&v)[K], const float* q) {
