@@ -1,14 +1,22 @@
-"""Packed variable-length batches (seq_idx): a packed row equals running each sequence alone."""
+"""Packed variable-length batches (seq_idx): a packed row equals running each sequence alone.
+
+CPU only for now: the CUDA kernels reject seq_idx with a clear error (tested below).
+"""
 import pytest
 import torch
 
 import mamba_ext
 from mamba_ext.reference import selective_scan_ref
 from scan_cases import ScanCase, cast_inputs, make_inputs, tensor_args
-from conftest import rel_err
+from conftest import cuda_ready, rel_err
 from test_selective_scan import forward_and_grads
 
 OP = torch.ops.mamba_ext
+
+
+@pytest.fixture
+def device():
+    return "cpu"
 
 
 def packed_seq_idx(batch, lengths, device):
@@ -81,3 +89,10 @@ def test_bad_seq_idx(bad, message):
     kw = make_inputs(ScanCase(seqlen=7), torch.float32)
     with pytest.raises(RuntimeError, match=rf"mamba_ext\.selective_scan: {message}"):
         mamba_ext.selective_scan(**kw, seq_idx=bad)
+
+
+@pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
+def test_cuda_rejects_seq_idx_clearly():
+    kw = make_inputs(ScanCase(seqlen=20), torch.float32, "cuda")
+    with pytest.raises(RuntimeError, match=r"mamba_ext\.selective_scan_fwd: seq_idx .* not supported by the CUDA"):
+        mamba_ext.selective_scan(**kw, seq_idx=packed_seq_idx(2, (8, 12), "cuda"))
