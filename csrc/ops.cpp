@@ -10,16 +10,16 @@ namespace mamba_ext {
 TORCH_LIBRARY(mamba_ext, m) {
   m.def(
       "selective_scan(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D=None, Tensor? z=None, "
-      "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None) "
+      "Tensor? delta_bias=None, bool delta_softplus=False, Tensor? initial_state=None, Tensor? seq_idx=None) "
       "-> (Tensor out, Tensor last_state)");
   m.def(
       "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
-      "Tensor? delta_bias, bool delta_softplus, Tensor? initial_state, int chunk_size) "
+      "Tensor? delta_bias, bool delta_softplus, Tensor? initial_state, Tensor? seq_idx, int chunk_size) "
       "-> (Tensor out, Tensor last_state, Tensor chunk_states)");
   m.def(
       "selective_scan_bwd(Tensor dout, Tensor? dlast_state, Tensor u, Tensor delta, Tensor A, Tensor B, "
       "Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, Tensor? initial_state, "
-      "Tensor chunk_states, int chunk_size, bool deterministic) -> (Tensor du, Tensor ddelta, Tensor dA, "
+      "Tensor? seq_idx, Tensor chunk_states, int chunk_size, bool deterministic) -> (Tensor du, Tensor ddelta, Tensor dA, "
       "Tensor dB, Tensor dC, Tensor dD, Tensor dz, Tensor ddelta_bias, Tensor dinitial_state)");
   m.def(
       "causal_conv1d(Tensor x, Tensor weight, Tensor? bias=None, str? activation=None, "
@@ -51,17 +51,17 @@ std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at:
                                                   const at::Tensor& A, const at::Tensor& B,
                                                   const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                                   const OptTensor& delta_bias, bool delta_softplus,
-                                                  const OptTensor& initial_state) {
+                                                  const OptTensor& initial_state, const OptTensor& seq_idx) {
   static auto op = find_op<decltype(selective_scan)>("mamba_ext::selective_scan");
-  return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+  return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, int64_t chunk_size) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size) {
   static auto op = find_op<decltype(selective_scan_fwd)>("mamba_ext::selective_scan_fwd");
-  return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk_size);
+  return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, chunk_size);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
@@ -69,10 +69,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tenso
 selective_scan_bwd(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
                    const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                    const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-                   const OptTensor& initial_state, const at::Tensor& chunk_states, int64_t chunk_size,
-                   bool deterministic) {
+                   const OptTensor& initial_state, const OptTensor& seq_idx, const at::Tensor& chunk_states,
+                   int64_t chunk_size, bool deterministic) {
   static auto op = find_op<decltype(selective_scan_bwd)>("mamba_ext::selective_scan_bwd");
-  return op.call(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state,
+  return op.call(dout, dlast_state, u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx,
                  chunk_states, chunk_size, deterministic);
 }
 

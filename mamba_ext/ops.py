@@ -7,8 +7,8 @@ from torch import Tensor
 
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
                    z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
-                   initial_state: Optional[Tensor] = None,
-                   return_last_state: bool = False) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                   initial_state: Optional[Tensor] = None, return_last_state: bool = False,
+                   seq_idx: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Selective scan (S6), a drop-in for ``mamba_ssm``'s ``selective_scan_fn`` plus ``initial_state``.
 
     For batch b, channel d, state n, time t::
@@ -25,6 +25,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         D, delta_bias: (dim,) fp32.  z: (batch, dim, seqlen) like u.
         initial_state: (batch, dim, N) fp32, the state before the first step.
         return_last_state: also return the state after the last step, (batch, dim, N) fp32.
+        seq_idx: (batch, seqlen) int32 ids of sequences packed into one row. The state restarts from zero
+            wherever the id changes, so no token sees another sequence; initial_state feeds the first
+            sequence of each row and last_state is the state after the row's last sequence.
 
     fp64 inputs take fp64 parameters and states. Every tensor input gets a gradient, including
     initial_state, and a gradient flowing into the returned last_state is propagated.
@@ -33,7 +36,7 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state) when return_last_state.
     """
     out, last_state = torch.ops.mamba_ext.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                         initial_state)
+                                                         initial_state, seq_idx)
     return (out, last_state) if return_last_state else out
 
 

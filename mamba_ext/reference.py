@@ -21,7 +21,7 @@ def _expand_BC(X: Tensor, dim: int, seqlen: int) -> Tensor:
 def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
                        z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None,
                        delta_softplus: bool = False, initial_state: Optional[Tensor] = None,
-                       return_last_state: bool = False):
+                       return_last_state: bool = False, seq_idx: Optional[Tensor] = None):
     """Reference selective scan; same arguments and shapes as ``mamba_ext.selective_scan``.
 
     Computes in the promoted dtype of its inputs (cast them to fp32 or fp64 first) and returns that dtype.
@@ -37,6 +37,8 @@ def selective_scan_ref(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor
     h = initial_state if initial_state is not None else u.new_zeros(batch, dim, A.shape[1])
     states = []
     for t in range(seqlen):
+        if seq_idx is not None and t > 0:  # a new packed sequence starts from a zero state
+            h = h * (seq_idx[:, t] == seq_idx[:, t - 1]).to(h.dtype)[:, None, None]
         h = decay[:, :, t] * h + drive[:, :, t]
         states.append(h)
     if states:

@@ -13,16 +13,20 @@ extra=()
 [[ "${1:-}" == "-v" ]] && extra=(-Xptxas -v)
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-pids=()
-for arch in 80 90; do
-  "$NVCC" -std=c++17 -O3 --use_fast_math -Icsrc -gencode "arch=compute_${arch},code=sm_${arch}" "${extra[@]}" \
-    -c -o "$out/nvcc_check_sm${arch}.o" scripts/nvcc_check.cu >"$out/sm${arch}.log" 2>&1 &
-  pids+=($!)
+# Every scripts/nvcc_check*.cu (scan kernels, decode kernels) for each architecture, in parallel.
+jobs=()
+for src in scripts/nvcc_check*.cu; do
+  for arch in 80 90; do
+    name=$(basename "$src" .cu)_sm${arch}
+    "$NVCC" -std=c++17 -O3 --use_fast_math -Icsrc -gencode "arch=compute_${arch},code=sm_${arch}" "${extra[@]}" \
+      -c -o "$out/$name.o" "$src" >"$out/$name.log" 2>&1 &
+    jobs+=("$!:$name")
+  done
 done
 status=0
-for i in 0 1; do
-  arch=$([[ $i == 0 ]] && echo 80 || echo 90)
-  if wait "${pids[$i]}"; then echo "nvcc_check: sm_${arch} OK"; else echo "nvcc_check: sm_${arch} FAILED"; status=1; fi
-  cat "$out/sm${arch}.log"
+for job in "${jobs[@]}"; do
+  pid=${job%%:*} name=${job#*:}
+  if wait "$pid"; then echo "nvcc_check: $name OK"; else echo "nvcc_check: $name FAILED"; status=1; fi
+  cat "$out/$name.log"
 done
 exit $status

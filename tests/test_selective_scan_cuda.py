@@ -124,12 +124,12 @@ def test_more_than_2_to_31_elements():
 def test_opcheck_cuda():
     t = make_inputs(2, 8, 70, 16, torch.float32, "cuda")
     args = (t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"], True, t["initial_state"])
-    torch.library.opcheck(torch.ops.mamba_ext.selective_scan_fwd, args + (32,))
-    _, _, states = torch.ops.mamba_ext.selective_scan_fwd(*args, 32)
+    torch.library.opcheck(torch.ops.mamba_ext.selective_scan_fwd, args + (None, 32))
+    _, _, states = torch.ops.mamba_ext.selective_scan_fwd(*args, None, 32)
     dout = torch.randn_like(t["u"])
     dlast = torch.randn_like(t["initial_state"])
     torch.library.opcheck(torch.ops.mamba_ext.selective_scan_bwd,
-                          (dout, dlast) + args + (states, 32, True))
+                          (dout, dlast) + args + (None, states, 32, True))
     leaves = tuple(a.clone().requires_grad_() if isinstance(a, torch.Tensor) else a for a in args)
     torch.library.opcheck(torch.ops.mamba_ext.selective_scan, leaves)
 

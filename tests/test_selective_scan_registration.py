@@ -27,11 +27,14 @@ def test_opcheck_public_op(case, device):
                          ids=ScanCase.id)
 def test_opcheck_internal_ops(case, device):
     kw = make_inputs(case, torch.float32, device)
-    chunk = 2048 if device == "cuda" else 128
-    out, last, states = OP.selective_scan_fwd(*op_args(kw), chunk)
-    torch.library.opcheck(OP.selective_scan_fwd.default, op_args(kw) + (chunk,))
+    chunk = 32 if device == "cuda" else 128  # the CUDA kernels take only their tile length
+    seq_idx = None
+    if device == "cpu":  # two packed sequences per row, split in the middle (CPU only for now)
+        seq_idx = (torch.arange(case.seqlen) >= case.seqlen // 2).to(torch.int32).expand(case.batch, -1).contiguous()
+    out, last, states = OP.selective_scan_fwd(*op_args(kw), seq_idx, chunk)
+    torch.library.opcheck(OP.selective_scan_fwd.default, op_args(kw) + (seq_idx, chunk))
     dout, dlast = torch.randn_like(out), torch.randn_like(last)
-    bwd_args = (dout, dlast) + op_args(kw) + (states, chunk, False)
+    bwd_args = (dout, dlast) + op_args(kw) + (seq_idx, states, chunk, False)
     torch.library.opcheck(OP.selective_scan_bwd.default, bwd_args)
 
 

@@ -33,12 +33,13 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
                                const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                                const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-                               const OptTensor& initial_state) {
+                               const OptTensor& initial_state, const OptTensor& seq_idx) {
     const int64_t chunk_size = selective_scan_chunk_size(u.device().type());
     auto [out, last_state, chunk_states] =
-        selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, chunk_size);
+        selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, chunk_size);
     ctx->save_for_backward({u, delta, A, B, C, D.value_or(at::Tensor()), z.value_or(at::Tensor()),
-                            delta_bias.value_or(at::Tensor()), initial_state.value_or(at::Tensor()), chunk_states});
+                            delta_bias.value_or(at::Tensor()), initial_state.value_or(at::Tensor()), chunk_states,
+                            seq_idx.value_or(at::Tensor())});
     ctx->saved_data["delta_softplus"] = delta_softplus;
     ctx->saved_data["chunk_size"] = chunk_size;
     ctx->set_materialize_grads(false);
@@ -52,7 +53,7 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
     auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial] = selective_scan_bwd(
         dout, defined_or_none(grads[1]), u, saved[1], saved[2], saved[3], saved[4], defined_or_none(D),
         defined_or_none(z), defined_or_none(delta_bias), ctx->saved_data["delta_softplus"].toBool(),
-        defined_or_none(initial), saved[9], ctx->saved_data["chunk_size"].toInt(),
+        defined_or_none(initial), defined_or_none(saved[10]), saved[9], ctx->saved_data["chunk_size"].toInt(),
         at::globalContext().deterministicAlgorithms());
     const auto if_given = [](const at::Tensor& input, const at::Tensor& grad) {
       return input.defined() ? grad : at::Tensor();
@@ -66,7 +67,8 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
             if_given(z, dz),
             if_given(delta_bias, ddelta_bias),
             at::Tensor(),  // delta_softplus
-            if_given(initial, dinitial)};
+            if_given(initial, dinitial),
+            at::Tensor()};  // seq_idx
   }
 };
 
@@ -74,9 +76,10 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, 
                                                            const at::Tensor& A, const at::Tensor& B,
                                                            const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                                            const OptTensor& delta_bias, bool delta_softplus,
-                                                           const OptTensor& initial_state) {
-  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state);
-  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state);
+                                                           const OptTensor& initial_state, const OptTensor& seq_idx) {
+  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  auto outs =
+      SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx);
   return {outs[0], outs[1]};
 }
 
@@ -85,10 +88,12 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor&
                                                                const at::Tensor& A, const at::Tensor& B,
                                                                const at::Tensor& C, const OptTensor& D,
                                                                const OptTensor& z, const OptTensor& delta_bias,
-                                                               bool delta_softplus, const OptTensor& initial_state) {
-  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state);
-  auto [out, last_state, chunk_states] = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                            initial_state, selective_scan_chunk_size(u.device().type()));
+                                                               bool delta_softplus, const OptTensor& initial_state,
+                                                               const OptTensor& seq_idx) {
+  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  auto [out, last_state, chunk_states] =
+      selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx,
+                         selective_scan_chunk_size(u.device().type()));
   return {out, last_state};
 }
 

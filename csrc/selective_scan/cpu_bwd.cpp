@@ -79,7 +79,8 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
   const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
   const int64_t K = r.d_end - r.d_begin, row0 = r.b * p.dim + r.d_begin;
   const auto* chunk_states = static_cast<const acc_t*>(p.chunk_states_ptr);
-  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0);
+  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0), zeros(Np, 0);
+  cpu::Pieces pieces;
   cpu::load_task_parameters(p, r, Np, s.A, s.B_rows, s.C_rows);
   if (p.dlast_state_ptr) {
     cpu::load_padded_rows(p.dlast_state_ptr, row0, K, N, Np, s.g_next);
@@ -93,6 +94,7 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
   const int64_t part = ((r.b * p.n_groups + r.g) * splits + r.s) * N * p.seqlen;
   for (int64_t c = p.n_chunks - 1; c >= 0; --c) {
     const int64_t t0 = c * T, len = std::min(T, p.seqlen - t0);
+    cpu::split_at_sequence_starts(p, r.b, t0, len, pieces);
     if (p.is_variable_B) {
       cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, Np, s.B_chunk);
       std::fill(s.dB_chunk, s.dB_chunk + len * Np, acc_t(0));
@@ -113,10 +115,25 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
       acc_t* dB = cpu::row_operand(p.is_variable_B, s.dB_chunk, s.dB_rows, k, Np, &Bs);
       acc_t* dC = cpu::row_operand(p.is_variable_C, s.dC_chunk, s.dC_rows, k, Np, &Cs);
       const acc_t* A = s.A + k * Np;
-      cpu::scan_chunk_recompute<acc_t>(len, Np, s.dt, s.dtu, B, Bs, C, Cs, A, h0.data(), s.hs, s.as, s.y);
+      // The state entering piece i: zero at a sequence start, else the saved state or the last recomputed one.
+      const auto piece_h0 = [&](int64_t i) {
+        const int64_t ts = pieces.start[i];
+        return pieces.restart[i] ? zeros.data() : (ts == 0 ? h0.data() : s.hs + (ts - 1) * Np);
+      };
+      for (int64_t i = 0; i < pieces.count(); ++i) {
+        const int64_t ts = pieces.start[i];
+        cpu::scan_chunk_recompute<acc_t>(pieces.length(i), Np, s.dt + ts, s.dtu + ts, B + ts * Bs, Bs, C + ts * Cs,
+                                         Cs, A, piece_h0(i), s.hs + ts * Np, s.as + ts * Np, s.y + ts);
+      }
       gate_backward<input_t>(p, r.b, d, t0, len, len_v, s, &dD[k]);
-      cpu::scan_chunk_reverse<acc_t>(len, Np, s.dt, s.u, s.dtu, s.dy, B, Bs, C, Cs, A, h0.data(), s.hs, s.as,
-                                     s.g_next + k * Np, dB, dC, s.dA + k * Np, s.ddt, s.du_scan);
+      acc_t* g_next = s.g_next + k * Np;
+      for (int64_t i = pieces.count() - 1; i >= 0; --i) {
+        const int64_t ts = pieces.start[i];
+        cpu::scan_chunk_reverse<acc_t>(pieces.length(i), Np, s.dt + ts, s.u + ts, s.dtu + ts, s.dy + ts, B + ts * Bs,
+                                       Bs, C + ts * Cs, Cs, A, piece_h0(i), s.hs + ts * Np, s.as + ts * Np, g_next,
+                                       dB + ts * Bs, dC + ts * Cs, s.dA + k * Np, s.ddt + ts, s.du_scan + ts);
+        if (pieces.restart[i]) std::fill(g_next, g_next + Np, acc_t(0));  // nothing flows into the previous sequence
+      }
       input_backward<input_t>(p, r.b, d, t0, len, len_v, s, &ddelta_bias[k]);
     }
     for (auto [is_variable, chunk, dst] : {std::tuple{p.is_variable_B, s.dB_chunk, out.dB},
@@ -148,9 +165,10 @@ GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_
                                  const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                                  const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                  const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,
-                                 const at::Tensor& chunk_states, int64_t chunk_size, bool /*deterministic*/) {
+                                 const OptTensor& seq_idx, const at::Tensor& chunk_states, int64_t chunk_size,
+                                 bool /*deterministic*/) {
   const char* op = "selective_scan_bwd";
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
   const at::Tensor dout_t = time_contiguous(dout), states = chunk_states.contiguous();

@@ -42,8 +42,10 @@ void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, Forward
   }
   const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
   const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
+  cpu::Pieces pieces;
   for (int64_t c = 0; c < p.n_chunks; ++c) {
     const int64_t t0 = c * T, len = std::min(T, p.seqlen - t0);
+    cpu::split_at_sequence_starts(p, r.b, t0, len, pieces);
     if (p.is_variable_B) cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, Np, s.B_chunk);
     if (p.is_variable_C) cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, Np, s.C_chunk);
     for (int64_t k = 0; k < K; ++k) {
@@ -55,7 +57,12 @@ void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, Forward
       int64_t Bs, Cs;
       const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, s.B_rows, k, Np, &Bs);
       const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, s.C_rows, k, Np, &Cs);
-      cpu::scan_chunk_forward<acc_t>(len, Np, s.dt, s.dtu, B, Bs, C, Cs, s.A + k * Np, h, s.y);
+      for (int64_t i = 0; i < pieces.count(); ++i) {
+        const int64_t ts = pieces.start[i];
+        if (pieces.restart[i]) std::fill(h, h + Np, acc_t(0));
+        cpu::scan_chunk_forward<acc_t>(pieces.length(i), Np, s.dt + ts, s.dtu + ts, B + ts * Bs, Bs, C + ts * Cs, Cs,
+                                       s.A + k * Np, h, s.y + ts);
+      }
       if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
       const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
       cpu::gate_forward<acc_t>(len_v, D, s.u, p.z_ptr ? s.z : nullptr, s.y);
@@ -86,9 +93,9 @@ void forward_kernel(const SelectiveScanParams& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cpu(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, int64_t chunk_size) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size) {
   const char* op = "selective_scan_fwd";
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   scan_num_chunks(op, in.seqlen, chunk_size);
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
   const auto state_opts = u.options().dtype(in.state_dtype);

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "selective_scan/cpu_elementwise.h"
 #include "selective_scan/params.h"
@@ -86,6 +87,31 @@ inline void load_task_parameters(const SelectiveScanParams& p, const TaskRange& 
   load_padded_rows(p.A_ptr, r.d_begin, K, p.dstate, Np, A);
   if (!p.is_variable_B) load_padded_rows(p.B_ptr, r.d_begin, K, p.dstate, Np, B_rows);
   if (!p.is_variable_C) load_padded_rows(p.C_ptr, r.d_begin, K, p.dstate, Np, C_rows);
+}
+
+// Packed sequences: splits the chunk [t0, t0 + len) of batch row b where seq_idx changes. Piece i covers
+// [start[i], start[i + 1]) (start.back() == len); restart[i] says it begins a new sequence, so the state
+// before it is zero and no gradient flows back across it. Without seq_idx the chunk is one piece.
+struct Pieces {
+  std::vector<int64_t> start;
+  std::vector<char> restart;
+  int64_t count() const { return static_cast<int64_t>(restart.size()); }
+  int64_t length(int64_t i) const { return start[i + 1] - start[i]; }
+};
+
+inline void split_at_sequence_starts(const SelectiveScanParams& p, int64_t b, int64_t t0, int64_t len,
+                                     Pieces& pieces) {
+  pieces.start.assign(1, 0);
+  pieces.restart.clear();
+  const int32_t* seq = p.seq_idx_ptr ? p.seq_idx_ptr + b * p.seqlen : nullptr;
+  pieces.restart.push_back(seq && t0 > 0 && seq[t0] != seq[t0 - 1]);
+  for (int64_t t = 1; seq && t < len; ++t) {
+    if (seq[t0 + t] != seq[t0 + t - 1]) {
+      pieces.start.push_back(t);
+      pieces.restart.push_back(1);
+    }
+  }
+  pieces.start.push_back(len);
 }
 
 // B (or C) of channel k of a task for one chunk and its time stride: the transposed chunk (stride Np) for

@@ -36,6 +36,7 @@ struct SelectiveScanParams {
   const void* D_ptr = nullptr;
   const void* delta_bias_ptr = nullptr;
   const void* initial_state_ptr = nullptr;
+  const int32_t* seq_idx_ptr = nullptr;  // (batch, seqlen) contiguous; the state restarts where the id changes
 
   // Forward outputs.
   void* out_ptr = nullptr;

@@ -45,7 +45,7 @@ at::Tensor check_like_u(const char* op, const char* name, const at::Tensor& t, c
 ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& delta,
                              const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                              const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                             const OptTensor& initial_state) {
+                             const OptTensor& initial_state, const OptTensor& seq_idx) {
   ScanInputs in;
   check_rank(op, "u", u, 3);
   check_floating(op, "u", u);
@@ -77,6 +77,12 @@ ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tens
   if (initial_state) {
     in.initial_state =
         check_param(op, "initial_state", *initial_state, in, {in.batch, in.dim, in.dstate}, "(batch, dim, N)");
+  }
+  if (seq_idx) {
+    check_device(op, "seq_idx", *seq_idx, in.u);
+    check_shape(op, "seq_idx", *seq_idx, {in.batch, in.seqlen}, "(batch, seqlen)");
+    check_dtype(op, "seq_idx", *seq_idx, at::kInt, "int32 sequence ids");
+    in.seq_idx = seq_idx->contiguous();
   }
   return in;
 }
@@ -125,6 +131,7 @@ SelectiveScanParams make_scan_params(const ScanInputs& in, bool delta_softplus, 
   p.D_ptr = in.D ? in.D->const_data_ptr() : nullptr;
   p.delta_bias_ptr = in.delta_bias ? in.delta_bias->const_data_ptr() : nullptr;
   p.initial_state_ptr = in.initial_state ? in.initial_state->const_data_ptr() : nullptr;
+  p.seq_idx_ptr = in.seq_idx ? in.seq_idx->const_data_ptr<int32_t>() : nullptr;
   return p;
 }
 

@@ -16,7 +16,7 @@ using OptTensor = std::optional<at::Tensor>;
 // viewed with groups = 1) and (dim, N) when constant; every (.., seqlen) tensor has unit time stride.
 struct ScanInputs {
   at::Tensor u, delta, A, B, C;
-  OptTensor D, z, delta_bias, initial_state;
+  OptTensor D, z, delta_bias, initial_state, seq_idx;
   c10::SymInt batch, dim, seqlen, dstate, n_groups = 1;  // symbolic under torch.compile
   bool is_variable_B = true, is_variable_C = true;
   at::ScalarType state_dtype = at::kFloat;  // fp64 for fp64 inputs, else fp32
@@ -25,7 +25,7 @@ struct ScanInputs {
 ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& delta,
                              const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                              const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                             const OptTensor& initial_state);
+                             const OptTensor& initial_state, const OptTensor& seq_idx = {});
 
 // Number of chunks the forward saves a state for: ceil(seqlen / chunk_size).
 c10::SymInt scan_num_chunks(const char* op, const c10::SymInt& seqlen, int64_t chunk_size);
