@@ -29,14 +29,15 @@ def extension():
     cpp = sorted(glob.glob("csrc/**/*.cpp", recursive=True))
     # -fopenmp: at::parallel_for is inline code that runs serially unless compiled with OpenMP.
     # -Wno-psabi: cpu_chunk.h passes 64-byte vectors between always-inline helpers.
-    cxx_flags = ["-O3", "-std=c++17", "-fopenmp", "-Wno-psabi"]
+    # No -std flag: torch's build helper picks the standard its headers need.
+    cxx_flags = ["-O3", "-fopenmp", "-Wno-psabi"]
     if not want_cuda():
         return CppExtension("mamba_ext._C", cpp, include_dirs=[os.path.join(here, "csrc")],
                             extra_compile_args={"cxx": cxx_flags}, extra_link_args=["-fopenmp"])
     if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
         raise RuntimeError("building CUDA kernels without a visible GPU: set TORCH_CUDA_ARCH_LIST, e.g. 9.0")
     cu = sorted(glob.glob("csrc/**/*.cu", recursive=True))
-    nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
+    nvcc_flags = ["-O3", "--use_fast_math", "--expt-relaxed-constexpr", "-lineinfo",
                   "-U__CUDA_NO_HALF_OPERATORS__", "-U__CUDA_NO_HALF_CONVERSIONS__",
                   "-U__CUDA_NO_BFLOAT16_OPERATORS__", "-U__CUDA_NO_BFLOAT16_CONVERSIONS__"]
     return CUDAExtension("mamba_ext._C", cpp + cu, include_dirs=[os.path.join(here, "csrc")],

@@ -20,7 +20,7 @@ for f in tests/test_selective_scan.py tests/test_selective_scan_registration.py 
          tests/test_state_update.py tests/test_selective_scan_cuda.py tests/test_selective_scan_packed.py; do
   filter=(-k cuda)
   [[ $f == *_cuda.py || $f == *_packed.py ]] && filter=()
-  python3 -m pytest -q -p no:cacheprovider -n 12 "${filter[@]}" "$f" >"$OUT/$(basename "$f" .py).log" 2>&1
+  OMP_NUM_THREADS=1 python3 -m pytest -q -p no:cacheprovider -n 12 "${filter[@]}" "$f" >"$OUT/$(basename "$f" .py).log" 2>&1
   echo "$f: exit $? :: $(tail -1 "$OUT/$(basename "$f" .py).log")"
 done | tee "$OUT/tests_summary.txt"
 

@@ -116,12 +116,20 @@ def test_low_precision_within_twice_pytorch_error(dtype, seqlen, device):
     exact_outs, exact_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float64), 2)
     low_outs, low_grads = run_with_grads(causal_conv1d_ref, cast(kw, dtype), 2)
     rounding = torch.finfo(dtype).eps
+
+    def bound(low, exact):
+        # PyTorch's own half-precision weight gradient can overflow (seen on CUDA at fp16): then its error is
+        # no yardstick, and the kernel (fp32 accumulation) must stay within a few roundings instead.
+        if not torch.isfinite(low).all():
+            return 8 * rounding
+        return max(2 * rel_err(low, exact), rounding)
+
     for o, e, lo in zip(outs, exact_outs, low_outs):
         assert o.dtype == dtype
-        assert rel_err(o, e) <= max(2 * rel_err(lo, e), rounding)
+        assert rel_err(o, e) <= bound(lo, e)
     for name, g in grads.items():
         assert g.dtype == dtype
-        assert rel_err(g, exact_grads[name]) <= max(2 * rel_err(low_grads[name], exact_grads[name]), rounding), name
+        assert rel_err(g, exact_grads[name]) <= bound(low_grads[name], exact_grads[name]), name
 
 
 def test_weight_in_fp32_with_bf16_x(device):
