@@ -1,6 +1,5 @@
-// Element conversions and vector loads/stores for the torch-free CUDA kernel headers of the conv and decode
-// ops. Written with explicit intrinsics so they compile under plain nvcc flags (no implicit half/bf16
-// conversions needed).
+// Element conversions and vector loads/stores for the torch-free CUDA kernel headers of every op. Written
+// with explicit intrinsics so they compile under plain nvcc flags (no implicit half/bf16 conversions needed).
 #pragma once
 
 #include <cuda_bf16.h>

@@ -21,6 +21,7 @@
 
 #include <cstdint>
 
+#include "common/cuda_dtype.cuh"
 #include "selective_scan/params.h"
 
 namespace mamba_ext::cuda {
@@ -121,19 +122,6 @@ __device__ __forceinline__ Pos block_pos(const SelectiveScanParams& p, const Sca
 __device__ __forceinline__ int tile_len(int64_t seqlen, int64_t t0) {
   return seqlen - t0 < kTile ? int(seqlen - t0) : kTile;
 }
-
-__device__ __forceinline__ float to_float(float x) { return x; }
-__device__ __forceinline__ float to_float(__half x) { return __half2float(x); }
-__device__ __forceinline__ float to_float(__nv_bfloat16 x) { return __bfloat162float(x); }
-
-template <typename T>
-__device__ __forceinline__ T from_float(float x);
-template <>
-__device__ __forceinline__ float from_float<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
 
 // 2^x on the special-function unit (one MUFU op; relative error ~2^-22). A is pre-scaled by log2(e), so
 // exp(dt * A) costs one multiply and this.
