@@ -36,3 +36,18 @@ def rel_err(actual: torch.Tensor, expected: torch.Tensor) -> float:
     if e.numel() == 0:
         return 0.0
     return ((a - e).norm() / e.norm().clamp_min(1e-30)).item()
+
+
+def forward_and_grads(fn, kw, grad_seed):
+    """Runs fn(**kw) and backpropagates fixed random cotangents (drawn from grad_seed) from every output.
+
+    Returns (outputs, {name: gradient}) for every floating-point tensor in kw that requires grad.
+    """
+    result = fn(**kw)
+    outs = result if isinstance(result, tuple) else (result,)
+    gen = torch.Generator().manual_seed(grad_seed)
+    cotangents = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o) for o in outs]
+    names, inputs = zip(*[(k, v) for k, v in kw.items()
+                          if isinstance(v, torch.Tensor) and v.is_floating_point() and v.requires_grad])
+    grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs, cotangents)), inputs)
+    return outs, dict(zip(names, grads))

@@ -8,7 +8,7 @@ import torch
 from torch.library import opcheck
 
 import mamba_ext
-from conftest import rel_err
+from conftest import forward_and_grads, rel_err
 from mamba_ext.reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 SEQLENS = (1, 7, 130, 1030)  # straddle the CUDA kernels' 1024-step chunks
@@ -67,23 +67,13 @@ def cast(kw, dtype):
                 and v.is_floating_point() else v) for k, v in kw.items()}
 
 
-def run_with_grads(fn, kw, grad_seed):
-    result = fn(**kw)
-    outs = result if isinstance(result, tuple) else (result,)
-    gen = torch.Generator().manual_seed(grad_seed)
-    cots = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o) for o in outs]
-    names, inputs = zip(*tensor_inputs(kw))
-    grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs, cots)), inputs)
-    return outs, dict(zip(names, grads))
-
-
 @pytest.mark.parametrize("seqlen", SEQLENS)
 @pytest.mark.parametrize("width", [2, 3, 4])
 @pytest.mark.parametrize("case", OPTION_CASES, ids=ConvCase.id)
 def test_matches_reference_fp32(case, width, seqlen, device):
     kw = make_inputs(replace(case, width=width, seqlen=seqlen), torch.float32, device, requires_grad=True)
-    outs, grads = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=1)
-    ref_outs, ref_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float64), grad_seed=1)
+    outs, grads = forward_and_grads(mamba_ext.causal_conv1d, kw, grad_seed=1)
+    ref_outs, ref_grads = forward_and_grads(causal_conv1d_ref, cast(kw, torch.float64), grad_seed=1)
     assert len(outs) == (2 if case.final_states else 1)
     for o, r in zip(outs, ref_outs):
         assert o.dtype == torch.float32 and o.device.type == device
@@ -96,8 +86,8 @@ def test_matches_reference_fp32(case, width, seqlen, device):
 def test_width_over_cuda_limit_on_cpu():
     kw = make_inputs(ConvCase(width=7, seqlen=20, initial_states=True, final_states=True, seq_idx=True),
                      torch.float32, "cpu", requires_grad=True)
-    outs, grads = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=3)
-    ref_outs, ref_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float64), grad_seed=3)
+    outs, grads = forward_and_grads(mamba_ext.causal_conv1d, kw, grad_seed=3)
+    ref_outs, ref_grads = forward_and_grads(causal_conv1d_ref, cast(kw, torch.float64), grad_seed=3)
     for o, r in zip(outs, ref_outs):
         assert rel_err(o, r) < 1e-5
     for name, g in grads.items():
@@ -111,10 +101,10 @@ def test_low_precision_within_twice_pytorch_error(dtype, seqlen, device):
     rounding of dtype (PyTorch may itself round only once, and a few dozen values make the ratio noisy)."""
     case = ConvCase(seqlen=seqlen, dim=16, initial_states=True, final_states=True)
     kw = make_inputs(case, dtype, device, requires_grad=True)
-    outs, grads = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=2)
+    outs, grads = forward_and_grads(mamba_ext.causal_conv1d, kw, grad_seed=2)
     # float64, not float32: on CUDA PyTorch's fp32 convolution may run in TF32, about fp16's precision.
-    exact_outs, exact_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float64), 2)
-    low_outs, low_grads = run_with_grads(causal_conv1d_ref, cast(kw, dtype), 2)
+    exact_outs, exact_grads = forward_and_grads(causal_conv1d_ref, cast(kw, torch.float64), 2)
+    low_outs, low_grads = forward_and_grads(causal_conv1d_ref, cast(kw, dtype), 2)
     rounding = torch.finfo(dtype).eps
 
     def bound(low, exact):
@@ -136,8 +126,8 @@ def test_weight_in_fp32_with_bf16_x(device):
     kw = make_inputs(ConvCase(seqlen=33), torch.bfloat16, device, requires_grad=True)
     kw["weight"] = kw["weight"].detach().float().requires_grad_()
     kw["bias"] = kw["bias"].detach().float().requires_grad_()
-    outs, grads = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=4)
-    ref_outs, ref_grads = run_with_grads(causal_conv1d_ref, cast(kw, torch.float64), 4)
+    outs, grads = forward_and_grads(mamba_ext.causal_conv1d, kw, grad_seed=4)
+    ref_outs, ref_grads = forward_and_grads(causal_conv1d_ref, cast(kw, torch.float64), 4)
     assert outs[0].dtype == torch.bfloat16 and grads["weight"].dtype == torch.float32
     assert rel_err(outs[0], ref_outs[0]) < 1e-2
     for name, g in grads.items():
@@ -206,8 +196,8 @@ def test_seq_idx_packed_equals_each_sequence_alone(dtype, device):
 def test_backward_is_deterministic(device):
     kw = make_inputs(ConvCase(batch=4, dim=16, seqlen=2100, initial_states=True, final_states=True),
                      torch.float32, device, requires_grad=True)
-    first = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=5)[1]
-    second = run_with_grads(mamba_ext.causal_conv1d, kw, grad_seed=5)[1]
+    first = forward_and_grads(mamba_ext.causal_conv1d, kw, grad_seed=5)[1]
+    second = forward_and_grads(mamba_ext.causal_conv1d, kw, grad_seed=5)[1]
     for name in first:
         assert torch.equal(first[name], second[name]), name
 

@@ -5,21 +5,9 @@ import torch
 import mamba_ext
 from mamba_ext.reference import selective_scan_ref
 from scan_cases import ScanCase, all_option_cases, cast_inputs, make_inputs, tensor_args
-from conftest import rel_err
+from conftest import forward_and_grads, rel_err
 
 SEQLENS = (1, 7, 128, 2049, 4113)  # straddle the CPU (128) and CUDA (2048) chunk lengths
-
-
-def forward_and_grads(fn, kw, grad_seed):
-    """Runs fn(**kw), backpropagates fixed random cotangents into out (and last_state), returns all results."""
-    result = fn(**kw)
-    outs = result if isinstance(result, tuple) else (result,)
-    gen = torch.Generator().manual_seed(grad_seed)
-    cotangents = [torch.randn(o.shape, generator=gen, dtype=torch.float64).to(o) for o in outs]
-    names, inputs = zip(*tensor_args(kw))
-    loss = sum((o * c).sum() for o, c in zip(outs, cotangents))
-    grads = torch.autograd.grad(loss, inputs)
-    return outs, dict(zip(names, grads))
 
 
 def compare_with_reference(case, device, dtype, tol):

@@ -8,8 +8,7 @@ import torch
 import mamba_ext
 from mamba_ext.reference import selective_scan_ref
 from scan_cases import ScanCase, cast_inputs, make_inputs, tensor_args
-from conftest import cuda_ready, rel_err
-from test_selective_scan import forward_and_grads
+from conftest import cuda_ready, forward_and_grads, rel_err
 
 OP = torch.ops.mamba_ext
 
