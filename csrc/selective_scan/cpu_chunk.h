@@ -1,12 +1,12 @@
-// Inner loops of the CPU selective scan: one chunk of time steps of one (batch, channel) row, vectorized
-// over the state dimension N with 64-byte GCC vector types (one AVX-512 register: 16 floats or 8 doubles).
-// N is padded to a multiple of the vector width with zeros in A, B, C and the state, which keeps the
-// padded lanes at exactly zero. Each function is compiled three times (AVX-512, AVX2, baseline x86-64) by
+// Inner loops of the CPU selective scan over one chunk of time steps, with 64-byte GCC vector types (one
+// AVX-512 register: 16 floats or 8 doubles). The forward puts one channel in each lane; the backward's
+// recompute and reverse pass vectorize one channel over the state dimension N, padded to a multiple of the
+// vector width with zeros in A, B, C and the state, which keeps the padded lanes at exactly zero. Each function is compiled three times (AVX-512, AVX2, baseline x86-64) by
 // target_clones and the loader picks the best the machine supports. Instantiated for float (fp32/fp16/bf16
 // inputs) and double (fp64 inputs, for gradcheck).
 //
-// B and C are read through a time stride: the padded width for a transposed chunk of input-dependent B/C
-// ([t][n]), 0 for a constant row. dB and dC are accumulated through the same strides.
+// In the backward, B and C are read through a time stride: the padded width for a transposed chunk of
+// input-dependent B/C ([t][n]), 0 for a constant row; dB and dC are accumulated through the same strides.
 #pragma once
 
 #include <cmath>
@@ -75,23 +75,47 @@ MAMBA_INLINE Simd<double>::vec vexp(Simd<double>::vec x) {
   return x;
 }
 
-// Forward over one chunk: h (Np) enters as the state before the chunk and leaves as the state after it;
-// y[t] = sum_n C[t,n] h_t[n] (without the D skip term). Np is N padded to the vector width.
-template <typename acc_t>
-MAMBA_CPU_CLONES void scan_chunk_forward(int64_t len, int64_t Np, const acc_t* __restrict dt,
-                                         const acc_t* __restrict dtu, const acc_t* __restrict B,
-                                         int64_t B_t_stride, const acc_t* __restrict C, int64_t C_t_stride,
-                                         const acc_t* __restrict A, acc_t* __restrict h, acc_t* __restrict y) {
+// One state n of a forward step for W channels at once (one per vector lane): updates h[n] and adds
+// C[n] * h[n] to acc.
+template <typename acc_t, bool kVariableB, bool kVariableC>
+MAMBA_INLINE void lanes_state_step(int64_t t, int64_t n, typename Simd<acc_t>::vec dt, typename Simd<acc_t>::vec dtu,
+                                   const acc_t* __restrict B, int64_t B_t_stride, const acc_t* __restrict C,
+                                   int64_t C_t_stride, const acc_t* __restrict A, acc_t* __restrict h,
+                                   typename Simd<acc_t>::vec& acc) {
   using S = Simd<acc_t>;
+  constexpr int64_t W = S::kWidth;
+  const auto B_n = kVariableB ? S::splat(B[t * B_t_stride + n]) : S::load(B + n * W);
+  const auto C_n = kVariableC ? S::splat(C[t * C_t_stride + n]) : S::load(C + n * W);
+  const auto h_n = vexp(dt * S::load(A + n * W)) * S::load(h + n * W) + dtu * B_n;
+  S::store(h + n * W, h_n);
+  acc += C_n * h_n;
+}
+
+// Forward over one chunk for W = Simd<acc_t>::kWidth channels at once, one per vector lane, so steps need
+// no horizontal sums and input-dependent B/C are broadcast from memory. h (N x W: state n of lane l at
+// h[n * W + l]) enters as the state before the chunk and leaves as the state after it; dt, dtu and y are
+// len x W; y[t] = sum_n C[t,n] h_t[n] (without the D skip term). B (and C) are either input-dependent,
+// shared by the lanes (B[t * B_t_stride + n]), or constant per lane (B[n * W + l]). A is N x W.
+template <typename acc_t, bool kVariableB, bool kVariableC>
+MAMBA_CPU_CLONES void scan_chunk_forward_lanes(int64_t len, int64_t N, const acc_t* __restrict dt,
+                                               const acc_t* __restrict dtu, const acc_t* __restrict B,
+                                               int64_t B_t_stride, const acc_t* __restrict C, int64_t C_t_stride,
+                                               const acc_t* __restrict A, acc_t* __restrict h,
+                                               acc_t* __restrict y) {
+  using S = Simd<acc_t>;
+  constexpr int64_t W = S::kWidth;
   for (int64_t t = 0; t < len; ++t) {
-    const auto dt_t = S::splat(dt[t]), dtu_t = S::splat(dtu[t]);
-    typename S::vec acc{};
-    for (int64_t n = 0; n < Np; n += S::kWidth) {
-      const auto h_n = vexp(dt_t * S::load(A + n)) * S::load(h + n) + dtu_t * S::load(B + t * B_t_stride + n);
-      S::store(h + n, h_n);
-      acc += S::load(C + t * C_t_stride + n) * h_n;
+    const auto dt_t = S::load(dt + t * W), dtu_t = S::load(dtu + t * W);
+    typename S::vec acc0{}, acc1{};  // two sums: the additions of consecutive states can overlap
+    int64_t n = 0;
+    for (; n + 1 < N; n += 2) {
+      lanes_state_step<acc_t, kVariableB, kVariableC>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h, acc0);
+      lanes_state_step<acc_t, kVariableB, kVariableC>(t, n + 1, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
+                                                      acc1);
     }
-    y[t] = S::sum(acc);
+    if (n < N) lanes_state_step<acc_t, kVariableB, kVariableC>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
+                                                               acc0);
+    S::store(y + t * W, acc0 + acc1);
   }
 }
 

@@ -1,7 +1,8 @@
 // CPU forward of the selective scan: out = (sum_n C h + D u) * silu(z), plus the last state and the state
 // entering every chunk of kCpuChunkSize steps (what the backward recomputes from; never all states).
-// Parallel over (batch, group, channel range) tasks with at::parallel_for; the state recurrence of each
-// channel runs in cpu_chunk.h, vectorized over N. Instantiations: 4 input dtypes.
+// Parallel over (batch, group, channel range) tasks with at::parallel_for; inside a task the recurrence
+// runs for W channels at once, one per vector lane (cpu_chunk.h, scan_chunk_forward_lanes).
+// Instantiations: 4 input dtypes x 4 (B, C input-dependent or constant).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -16,76 +17,134 @@
 namespace mamba_ext {
 namespace {
 
-// Scratch of one task, carved from one zero-initialized buffer (the padded lanes n >= N stay zero).
+// Scratch of one task, carved from one zero-initialized buffer. A task's channels go in groups of W (the
+// vector width), one channel per lane; a group's last lanes may be unused (their A and inputs stay zero,
+// so their state stays zero). Per group: the state, A and constant B/C as N x W. Per chunk: the transposed
+// input-dependent B/C (len x N), W rows of per-step values, and the lane-major dt, dt*u and y (len x W).
 template <typename acc_t>
 struct ForwardScratch {
-  acc_t *states, *A, *B_rows, *C_rows, *B_chunk, *C_chunk, *u, *x, *dt, *dtu, *z, *y;
-  ForwardScratch(std::vector<acc_t>& buf, int64_t K, int64_t T, int64_t Np) {
+  static constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  acc_t *states, *A, *B_lanes, *C_lanes, *B_chunk, *C_chunk;
+  acc_t *u, *x, *dt, *dtu, *z, *y;     // W rows of T
+  acc_t *dt_lanes, *dtu_lanes, *y_lanes;  // T x W
+  ForwardScratch(std::vector<acc_t>& buf, int64_t groups, int64_t T, int64_t N) {
     acc_t* q = buf.data();
-    for (acc_t** v : {&states, &A, &B_rows, &C_rows}) { *v = q; q += K * Np; }
-    for (acc_t** v : {&B_chunk, &C_chunk}) { *v = q; q += T * Np; }
-    for (acc_t** v : {&u, &x, &dt, &dtu, &z, &y}) { *v = q; q += T; }
+    for (acc_t** v : {&states, &A, &B_lanes, &C_lanes}) { *v = q; q += groups * N * W; }
+    for (acc_t** v : {&B_chunk, &C_chunk}) { *v = q; q += T * N; }
+    for (acc_t** v : {&u, &x, &dt, &dtu, &z, &y, &dt_lanes, &dtu_lanes, &y_lanes}) { *v = q; q += W * T; }
   }
-  static int64_t size(int64_t K, int64_t T, int64_t Np) { return 4 * K * Np + 2 * T * Np + 6 * T; }
+  static int64_t size(int64_t groups, int64_t T, int64_t N) { return 4 * groups * N * W + 2 * T * N + 9 * T * W; }
 };
 
+// rows[l * T + t] -> lanes[t * W + l] for t < len; lanes l >= count get zeros.
+template <typename acc_t>
+void rows_to_lanes(const acc_t* rows, int64_t T, int64_t len, int64_t count, acc_t* lanes) {
+  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  for (int64_t t = 0; t < len; ++t)
+    for (int64_t l = 0; l < W; ++l) lanes[t * W + l] = l < count ? rows[l * T + t] : acc_t(0);
+}
+
+// A (dim, N) parameter or (batch, dim, N) state, rows first .. first + count, as N x W lanes.
+template <typename acc_t>
+void load_lanes(const void* src, int64_t first, int64_t count, int64_t N, acc_t* lanes) {
+  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  const auto* rows = static_cast<const acc_t*>(src) + first * N;
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t l = 0; l < W; ++l) lanes[n * W + l] = l < count ? rows[l * N + n] : acc_t(0);
+}
+
+// The lanes' state (N x W) into rows of a (.., N) tensor: row l at dst + l * row_stride.
+template <typename acc_t>
+void store_lanes(const acc_t* lanes, int64_t count, int64_t N, acc_t* dst, int64_t row_stride) {
+  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  for (int64_t l = 0; l < count; ++l)
+    for (int64_t n = 0; n < N; ++n) dst[l * row_stride + n] = lanes[n * W + l];
+}
+
+// The recurrence over one piece of a chunk for one group, with B/C input-dependent or constant.
+template <typename acc_t>
+void scan_piece(const SelectiveScanParams& p, int64_t len, const acc_t* dt, const acc_t* dtu, const acc_t* B,
+                const acc_t* C, const acc_t* A, acc_t* h, acc_t* y) {
+  const int64_t N = p.dstate;
+  const bool vb = p.is_variable_B, vc = p.is_variable_C;
+  if (vb && vc) cpu::scan_chunk_forward_lanes<acc_t, true, true>(len, N, dt, dtu, B, N, C, N, A, h, y);
+  if (vb && !vc) cpu::scan_chunk_forward_lanes<acc_t, true, false>(len, N, dt, dtu, B, N, C, 0, A, h, y);
+  if (!vb && vc) cpu::scan_chunk_forward_lanes<acc_t, false, true>(len, N, dt, dtu, B, 0, C, N, A, h, y);
+  if (!vb && !vc) cpu::scan_chunk_forward_lanes<acc_t, false, false>(len, N, dt, dtu, B, 0, C, 0, A, h, y);
+}
+
 template <typename input_t, typename acc_t>
-void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, ForwardScratch<acc_t> s) {
-  const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
-  const int64_t K = r.d_end - r.d_begin;
-  auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
-  cpu::load_task_parameters(p, r, Np, s.A, s.B_rows, s.C_rows);
-  if (p.initial_state_ptr) {
-    cpu::load_padded_rows(p.initial_state_ptr, r.b * p.dim + r.d_begin, K, N, Np, s.states);
-  } else {
-    std::fill(s.states, s.states + K * Np, acc_t(0));
+MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, ForwardScratch<acc_t> s,
+                                   int64_t T) {
+  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  const int64_t N = p.dstate, K = r.d_end - r.d_begin, groups = ceil_div(K, W), row0 = r.b * p.dim + r.d_begin;
+  for (int64_t g = 0; g < groups; ++g) {
+    const int64_t d0 = r.d_begin + g * W, count = std::min(W, r.d_end - d0), off = g * N * W;
+    load_lanes(p.A_ptr, d0, count, N, s.A + off);
+    if (!p.is_variable_B) load_lanes(p.B_ptr, d0, count, N, s.B_lanes + off);
+    if (!p.is_variable_C) load_lanes(p.C_ptr, d0, count, N, s.C_lanes + off);
+    if (p.initial_state_ptr) {
+      load_lanes(p.initial_state_ptr, row0 + g * W, count, N, s.states + off);
+    } else {
+      std::fill(s.states + off, s.states + off + N * W, acc_t(0));
+    }
   }
+  auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
   const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
   const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
   cpu::Pieces pieces;
   for (int64_t c = 0; c < p.n_chunks; ++c) {
-    const int64_t t0 = c * T, len = std::min(T, p.seqlen - t0);
+    const int64_t t0 = c * p.chunk_size, len = std::min(p.chunk_size, p.seqlen - t0);
+    const int64_t len_v = cpu::round_up(len, W);  // whole vectors for the per-row passes
     cpu::split_at_sequence_starts(p, r.b, t0, len, pieces);
-    if (p.is_variable_B) cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, Np, s.B_chunk);
-    if (p.is_variable_C) cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, Np, s.C_chunk);
-    for (int64_t k = 0; k < K; ++k) {
-      const int64_t d = r.d_begin + k, row = r.b * p.dim + d;
-      acc_t* h = s.states + k * Np;
-      std::copy(h, h + N, chunk_states + (row * p.n_chunks + c) * N);
-      const int64_t len_v = cpu::round_up(len, cpu::Simd<acc_t>::kWidth);  // whole vectors
-      cpu::discretize_row<input_t>(p, r.b, d, t0, len, s.u, s.x, s.dt, s.dtu);
-      int64_t Bs, Cs;
-      const acc_t* B = cpu::row_operand(p.is_variable_B, s.B_chunk, s.B_rows, k, Np, &Bs);
-      const acc_t* C = cpu::row_operand(p.is_variable_C, s.C_chunk, s.C_rows, k, Np, &Cs);
+    if (p.is_variable_B) cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, N, s.B_chunk);
+    if (p.is_variable_C) cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, N, s.C_chunk);
+    for (int64_t g = 0; g < groups; ++g) {
+      const int64_t d0 = r.d_begin + g * W, count = std::min(W, r.d_end - d0), off = g * N * W;
+      acc_t* h = s.states + off;
+      store_lanes(h, count, N, chunk_states + ((row0 + g * W) * p.n_chunks + c) * N, p.n_chunks * N);
+      for (int64_t l = 0; l < count; ++l) {
+        cpu::discretize_row<input_t>(p, r.b, d0 + l, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
+      }
+      rows_to_lanes(s.dt, T, len, count, s.dt_lanes);
+      rows_to_lanes(s.dtu, T, len, count, s.dtu_lanes);
+      const acc_t* B = p.is_variable_B ? s.B_chunk : s.B_lanes + off;
+      const acc_t* C = p.is_variable_C ? s.C_chunk : s.C_lanes + off;
       for (int64_t i = 0; i < pieces.count(); ++i) {
         const int64_t ts = pieces.start[i];
-        if (pieces.restart[i]) std::fill(h, h + Np, acc_t(0));
-        cpu::scan_chunk_forward<acc_t>(pieces.length(i), Np, s.dt + ts, s.dtu + ts, B + ts * Bs, Bs, C + ts * Cs, Cs,
-                                       s.A + k * Np, h, s.y + ts);
+        if (pieces.restart[i]) std::fill(h, h + N * W, acc_t(0));
+        scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
+                   p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + off, h,
+                   s.y_lanes + ts * W);
       }
-      if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
-      const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-      cpu::gate_forward<acc_t>(len_v, D, s.u, p.z_ptr ? s.z : nullptr, s.y);
-      auto* out = static_cast<input_t*>(p.out_ptr) + r.b * p.out_batch_stride + d * p.out_dim_stride + t0;
-      for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(s.y[t]);
+      for (int64_t l = 0; l < count; ++l) {
+        const int64_t d = d0 + l;
+        acc_t* y = s.y + l * T;
+        for (int64_t t = 0; t < len; ++t) y[t] = s.y_lanes[t * W + l];
+        if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
+        const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
+        cpu::gate_forward<acc_t>(len_v, D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
+        auto* out = static_cast<input_t*>(p.out_ptr) + r.b * p.out_batch_stride + d * p.out_dim_stride + t0;
+        for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(y[t]);
+      }
     }
   }
   auto* last_state = static_cast<acc_t*>(p.last_state_ptr);
-  for (int64_t k = 0; k < K; ++k) {
-    std::copy(s.states + k * Np, s.states + k * Np + N, last_state + (r.b * p.dim + r.d_begin + k) * N);
+  for (int64_t g = 0; g < groups; ++g) {
+    store_lanes(s.states + g * N * W, std::min(W, K - g * W), N, last_state + (row0 + g * W) * N, N);
   }
 }
 
 template <typename input_t, typename acc_t>
 void forward_kernel(const SelectiveScanParams& p) {
   const int64_t splits = cpu::task_splits(p);
-  const int64_t K = ceil_div(p.dim / p.n_groups, splits);
-  const int64_t Np = cpu::round_up(p.dstate, cpu::Simd<acc_t>::kWidth);
+  const int64_t groups = ceil_div(ceil_div(p.dim / p.n_groups, splits), cpu::Simd<acc_t>::kWidth);
   const int64_t T = cpu::round_up(p.chunk_size, cpu::Simd<acc_t>::kWidth);  // room for whole vectors
   at::parallel_for(0, p.batch * p.n_groups * splits, 1, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(ForwardScratch<acc_t>::size(K, T, Np), acc_t(0));
+    std::vector<acc_t> buf(ForwardScratch<acc_t>::size(groups, T, p.dstate), acc_t(0));
     for (int64_t task = begin; task < end; ++task) {
-      forward_task<input_t, acc_t>(p, cpu::task_range(p, task, splits), ForwardScratch<acc_t>(buf, K, T, Np));
+      forward_task<input_t, acc_t>(p, cpu::task_range(p, task, splits), ForwardScratch<acc_t>(buf, groups, T, p.dstate),
+                                   T);
     }
   });
 }
