@@ -1,9 +1,10 @@
 // Work decomposition and row loaders shared by the CPU forward and backward.
 //
 // A task is (batch b, group g, split s): the channels of group g are cut into `splits` contiguous ranges
-// and a task runs its channels one after another, chunk by chunk, so the transposed chunk of an
-// input-dependent B/C is loaded once per task and reused by all its channels. `splits` is chosen so there
-// are about four tasks per thread.
+// and a task walks the sequence chunk by chunk, running all its channels on each chunk (the forward 16 at
+// a time in vector lanes, the backward one at a time), so the transposed chunk of an input-dependent B/C
+// is loaded once per task and reused by all its channels. `splits` is chosen so there are about four
+// tasks per thread.
 #pragma once
 
 #include <ATen/Parallel.h>
