@@ -13,7 +13,8 @@ start=$(date +%s)
 MAX_JOBS=16 TORCH_CUDA_ARCH_LIST="8.0;9.0+PTX" python3 -m pip install --no-build-isolation --no-deps -e . \
   >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "build sm_80+sm_90+PTX, 16 jobs: $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
-nm -C mamba_ext/_C*.so | grep "_M_insert<long>" | tee -a "$OUT/device.txt"
+readelf -d mamba_ext/_C*.so | grep -q "libstdc++" && echo "_C.so links the shared libstdc++" | tee -a "$OUT/device.txt"
+for c in scan_rank conv_rank ssu_rank; do python3 scripts/segv_probe.py $c 2>&1 | tail -1; done | tee -a "$OUT/device.txt"
 
 # CUDA cases of the shared suites (-k cuda), and the CUDA-only files whole.
 for f in tests/test_selective_scan.py tests/test_selective_scan_registration.py tests/test_causal_conv1d.py \

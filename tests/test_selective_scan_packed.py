@@ -1,21 +1,15 @@
-"""Packed variable-length batches (seq_idx): a packed row equals running each sequence alone.
-
-CPU only for now: the CUDA kernels reject seq_idx with a clear error (tested below).
-"""
+"""Packed variable-length batches (seq_idx): a packed row equals running each sequence alone, on CPU and
+CUDA (the CUDA cases use few channels, so the kernels cut the sequence into time splits and sequence starts
+fall inside and at the edges of splits and tiles)."""
 import pytest
 import torch
 
 import mamba_ext
 from mamba_ext.reference import selective_scan_ref
 from scan_cases import ScanCase, cast_inputs, make_inputs, tensor_args
-from conftest import cuda_ready, forward_and_grads, rel_err
+from conftest import forward_and_grads, rel_err
 
 OP = torch.ops.mamba_ext
-
-
-@pytest.fixture
-def device():
-    return "cpu"
 
 
 def packed_seq_idx(batch, lengths, device):
@@ -24,7 +18,8 @@ def packed_seq_idx(batch, lengths, device):
     return ids.expand(batch, -1).contiguous().to(device)
 
 
-@pytest.mark.parametrize("lengths", [(5, 1, 130, 7), (1, 1, 1), (200, 129), (300,)], ids=str)
+@pytest.mark.parametrize("lengths", [(5, 1, 130, 7), (1, 1, 1), (200, 129), (300,), (32, 32, 1, 31, 2000, 33)],
+                         ids=str)
 @pytest.mark.parametrize("bc", ["constant", "grouped"])
 def test_packed_equals_each_sequence_alone(lengths, bc, device):
     case = ScanCase(seqlen=sum(lengths), bc=bc)
@@ -43,10 +38,11 @@ def test_packed_equals_each_sequence_alone(lengths, bc, device):
         return torch.cat(outs, dim=-1), h
 
     alone, alone_grads = forward_and_grads(one_by_one, kw, 5)
+    tol = 1e-5 if device == "cpu" else 2e-5  # CUDA: different split layouts, approximate exp2
     for a, b in zip(packed, alone):
-        assert rel_err(a, b) < 1e-5
+        assert rel_err(a, b) < tol
     for name, g in packed_grads.items():
-        assert rel_err(g, alone_grads[name]) < 1e-5, name
+        assert rel_err(g, alone_grads[name]) < tol, name
 
 
 @pytest.mark.parametrize("seqlen", [7, 300])
@@ -88,10 +84,3 @@ def test_bad_seq_idx(bad, message):
     kw = make_inputs(ScanCase(seqlen=7), torch.float32)
     with pytest.raises(RuntimeError, match=rf"mamba_ext\.selective_scan: {message}"):
         mamba_ext.selective_scan(**kw, seq_idx=bad)
-
-
-@pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
-def test_cuda_rejects_seq_idx_clearly():
-    kw = make_inputs(ScanCase(seqlen=20), torch.float32, "cuda")
-    with pytest.raises(RuntimeError, match=r"mamba_ext\.selective_scan_fwd: seq_idx .* not supported by the CUDA"):
-        mamba_ext.selective_scan(**kw, seq_idx=packed_seq_idx(2, (8, 12), "cuda"))

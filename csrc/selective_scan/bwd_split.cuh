@@ -26,6 +26,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   float* dy_s = dt_s + R * kPitch;
   float* C_s = dy_s + R * kPitch;           // [kTile][n_pad + 4]
   float* Ck_s = C_s + kTile * bc_pitch;     // constant C: [R][n_pad]
+  __shared__ unsigned starts_s;             // sequence starts in the tile (bit j: step j), packed rows
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z + 1, N = p.dstate;
@@ -44,6 +45,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   const float bias_io = (io_row && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + s.io_c] : 0.f;
 
   float dtsum = 0.f;
+  bool cut = false;  // a sequence starts inside the split
   const int64_t chunk_begin = split * l.chunks_per_split;
   const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
@@ -76,14 +78,18 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
       sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
       sts8(dy_s + s.io_c * kPitch + s.io_t, dy8);
     }
+    stage_sequence_starts(&starts_s, p, s, t0, len);
     __syncthreads();
+    const unsigned starts = starts_s;
+    cut = cut || starts != 0;
     for (int t = kTile - 1; t >= 0; --t) {
       const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t];
       dtsum += dt;
+      const float keep = ((starts >> t) & 1u) ? 0.f : 1.f;  // nothing flows back across a sequence start
       float Cv[K];
       read_states(Cv, C_read + t * C_step);
 #pragma unroll
-      for (int k = 0; k < K; ++k) g[k] = ex2(dt * A2[k]) * fmaf(Cv[k], dy, g[k]);
+      for (int k = 0; k < K; ++k) g[k] = keep * ex2(dt * A2[k]) * fmaf(Cv[k], dy, g[k]);
     }
     __syncthreads();
   }
@@ -93,7 +99,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
     const int n = s.p * K + k;
     if (n < N) w.split_local[(row * l.n_splits + split) * N + n] = g[k];
   }
-  if (s.p == 0) w.split_dtsum[row * l.n_splits + split] = dtsum;
+  if (s.p == 0) w.split_dtsum[row * l.n_splits + split] = split_dtsum_or_cut(dtsum, cut);
 }
 
 // Adjoint leaving each split to the left: q_{S-1} = dlast_state, q_{s-1} = local_s + exp(A sum dt_s) q_s.
@@ -107,7 +113,7 @@ __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
   for (int64_t s = l.n_splits - 1; s >= 0; --s) {
     const int64_t at = (row * l.n_splits + s) * N + n;
     w.split_in[at] = q;
-    if (s > 0) q = w.split_local[at] + ex2(A2 * w.split_dtsum[row * l.n_splits + s]) * q;
+    if (s > 0) q = w.split_local[at] + split_decay(A2, w.split_dtsum[row * l.n_splits + s]) * q;
   }
 }
 

@@ -27,8 +27,8 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
                                   const OptTensor& seq_idx, const at::Tensor& chunk_states, int64_t chunk_size,
                                   bool /*deterministic*/) {
   const char* op = "selective_scan_bwd";
-  cuda::check_cuda_inputs(op, u, seq_idx, chunk_size);
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  cuda::check_cuda_inputs(op, u, chunk_size);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
   const c10::cuda::CUDAGuard guard(u.device());
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);

@@ -17,8 +17,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
     const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size) {
   const char* op = "selective_scan_fwd";
-  cuda::check_cuda_inputs(op, u, seq_idx, chunk_size);
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state);
+  cuda::check_cuda_inputs(op, u, chunk_size);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   const c10::cuda::CUDAGuard guard(u.device());
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
   const auto f32 = u.options().dtype(at::kFloat);

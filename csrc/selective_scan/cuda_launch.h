@@ -13,9 +13,7 @@
 
 namespace mamba_ext::cuda {
 
-inline void check_cuda_inputs(const char* op, const at::Tensor& u, const OptTensor& seq_idx, int64_t chunk_size) {
-  MAMBA_CHECK(!seq_idx, op, "seq_idx (packed sequences) is not supported by the CUDA kernels yet; run packed "
-              "batches on the CPU, or one sequence per batch row on CUDA");
+inline void check_cuda_inputs(const char* op, const at::Tensor& u, int64_t chunk_size) {
   MAMBA_CHECK(u.scalar_type() != at::kDouble, op,
               "u is float64, which the CUDA kernels do not support (they keep fp32 states); use float32, "
               "float16 or bfloat16 on CUDA, or run float64 on the CPU");

@@ -123,12 +123,39 @@ __device__ __forceinline__ int tile_len(int64_t seqlen, int64_t t0) {
   return seqlen - t0 < kTile ? int(seqlen - t0) : kTile;
 }
 
+// Packed sequences: bit j is set when step t0 + j starts a new sequence (seq_idx changes there), so the
+// state carried into that step is dropped (its decay is zero). Called by one whole warp; one step per lane.
+static_assert(kTile == 32, "sequence_starts maps the tile's steps onto the 32 lanes of a warp");
+__device__ __forceinline__ unsigned sequence_starts(const SelectiveScanParams& p, const Pos& s, int64_t t0, int len) {
+  const int32_t* seq = p.seq_idx_ptr + s.b * p.seqlen + t0;
+  const bool start = s.lane < len && t0 + s.lane > 0 && seq[s.lane] != seq[s.lane - 1];
+  return __ballot_sync(0xffffffffu, start);
+}
+
+// Stages the tile's sequence starts in shared memory (warp 0; read after the staging barrier). Zero
+// without seq_idx, so the kernels take their path without resets.
+__device__ __forceinline__ void stage_sequence_starts(unsigned* dst, const SelectiveScanParams& p, const Pos& s,
+                                                      int64_t t0, int len) {
+  if (s.warp != 0) return;
+  const unsigned starts = p.seq_idx_ptr ? sequence_starts(p, s, t0, len) : 0u;
+  if (s.lane == 0) *dst = starts;
+}
+
 // 2^x on the special-function unit (one MUFU op; relative error ~2^-22). A is pre-scaled by log2(e), so
 // exp(dt * A) costs one multiply and this.
 __device__ __forceinline__ float ex2(float x) {
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+}
+
+// A time split's total decay exp(A * sum dt) for the split passes, or zero when a sequence starts inside
+// it (the local passes then store NaN as sum dt: nothing entering the split flows through it).
+__device__ __forceinline__ float split_decay(float A2, float dtsum) {
+  return isnan(dtsum) ? 0.f : ex2(A2 * dtsum);
+}
+__device__ __forceinline__ float split_dtsum_or_cut(float dtsum, bool cut) {
+  return cut ? __int_as_float(0x7fc00000) : dtsum;  // a quiet NaN
 }
 
 __device__ __forceinline__ float sigmoid(float x) { return __fdividef(1.f, 1.f + ex2(-x * kLog2e)); }
