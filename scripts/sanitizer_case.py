@@ -1,14 +1,14 @@
 """Small forward + backward runs of the CUDA selective scan for compute-sanitizer (memcheck, racecheck).
 
-Covers one split and several splits, padded tiles, grouped, constant B/C and N = 256.
+Covers one split and several splits, padded tiles, grouped, constant B/C, N = 256 and packed rows (seq_idx).
 """
 import torch
 
 import mamba_ext
 
-for batch, dim, seqlen, N, groups, var_BC in [(1, 8, 70, 16, 1, True), (2, 64, 45, 16, 2, True),
-                                               (1, 6, 40, 256, 1, True), (2, 8, 33, 7, 1, False),
-                                               (200, 32, 40, 16, 1, True)]:
+for batch, dim, seqlen, N, groups, var_BC, packed in [
+        (1, 8, 70, 16, 1, True, False), (2, 64, 45, 16, 2, True, False), (1, 6, 40, 256, 1, True, False),
+        (2, 8, 33, 7, 1, False, False), (200, 32, 40, 16, 1, True, False), (1, 8, 200, 16, 1, True, True)]:
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g).cuda()
     u, delta, z = r(batch, dim, seqlen), r(batch, dim, seqlen) - 1, r(batch, dim, seqlen)
@@ -17,7 +17,9 @@ for batch, dim, seqlen, N, groups, var_BC in [(1, 8, 70, 16, 1, True), (2, 64, 4
     A = -torch.rand(dim, N, generator=g).cuda() - 0.5
     leaves = [t.requires_grad_() for t in (u, delta, A, B, C)]
     D, bias, h0 = r(dim).requires_grad_(), r(dim).requires_grad_(), r(batch, dim, N).requires_grad_()
-    out, last = mamba_ext.selective_scan(u, delta, A, B, C, D, z, bias, True, h0, return_last_state=True)
+    seq_idx = (torch.arange(seqlen, device="cuda") // 37).int().expand(batch, -1).contiguous() if packed else None
+    out, last = mamba_ext.selective_scan(u, delta, A, B, C, D, z, bias, True, h0, return_last_state=True,
+                                         seq_idx=seq_idx)
     (out.square().sum() + last.sum()).backward()
     torch.cuda.synchronize()
-    print(f"case {(batch, dim, seqlen, N, groups, var_BC)} ok, |du| = {u.grad.norm().item():.3e}")
+    print(f"case {(batch, dim, seqlen, N, groups, var_BC, packed)} ok, |du| = {u.grad.norm().item():.3e}")

@@ -10,8 +10,8 @@
 // (4) reverse scan, each lane overwriting its h_t with g_t; (5) dB[n,t] = sum over channels of
 // g_t*dt*u from shared memory; finally (6) du, ddelta, dz are written coalesced.
 // With S > 1 time splits the adjoint entering each split comes from bwd_split.cuh.
-// Packed rows (seq_idx): the step that starts a sequence has zero decay, so neither the state flows
-// forward nor the adjoint flows back across it, and dA/ddelta get nothing from the dropped state.
+// Packed rows (seq_idx): the decay of a step that starts a sequence is zero (stage_sequence_cuts), so
+// neither the state flows forward nor the adjoint back across it, and dA, ddelta get nothing from it.
 //
 // Instantiations: 3 input dtypes x K in {4, 8} = 6 here; with bwd_split.cuh, 12 scan kernels and 1 combine.
 #pragma once
@@ -98,7 +98,8 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
   float* Bk_s = C_s + kTile * bc_pitch;  // constant B, C: [R][n_pad]
   float* Ck_s = Bk_s + R * l.n_pad;
   float* hist = Ck_s + R * l.n_pad;      // [K][kThreads][kHistPitch]: h_t, then g_t, of each lane's states
-  __shared__ unsigned starts_s;          // sequence starts in the tile (bit j: step j), packed rows
+  __shared__ __align__(16) float cut_s[kTile];  // -inf where a packed sequence starts, else 0
+  __shared__ unsigned starts_s;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate, L = p.seqlen;
@@ -202,149 +203,138 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
       const int n = s.p * K + k;
       h0[k] = (s.valid && n < N) ? static_cast<const float*>(p.chunk_states_ptr)[(row * p.n_chunks + chunk) * N + n] : 0.f;
     }
-    stage_sequence_starts(&starts_s, p, s, t0, len);
+    stage_sequence_cuts(cut_s, &starts_s, p, s, t0, len);
     __syncthreads();
-    const unsigned starts = starts_s;
     if (chunk > chunk_begin) prefetch(chunk - 1);  // in flight during this tile's work
 
     const float* dt_row = dt_s + s.c * kPitch;
     const float* u_row = u_s + s.c * kPitch;
     const float* dy_row = dy_s + s.c * kPitch;
-    // The adjoint flows backwards in time: the second half of the tile first. Tiles where a packed
-    // sequence starts run a second copy of the halves that cuts the recurrence there (the state before
-    // such a step is dropped, so no adjoint flows back across it), so unpacked inputs pay nothing.
-    const auto tile_halves = [&](auto has_starts) {
-      const auto starts_at = [&](int t) { return decltype(has_starts)::value && ((starts >> t) & 1u); };
-      for (int half = 1; half >= 0; --half) {
-        const int tb = half * kHalf;
-        float h[K], hstart[K];  // hstart: the state entering the half (h_{t-1} of its first step)
+    // The adjoint flows backwards in time: the second half of the tile first.
+    for (int half = 1; half >= 0; --half) {
+      const int tb = half * kHalf;
+      float h[K], hstart[K];  // hstart: the state entering the half (h_{t-1} of its first step)
 #pragma unroll
-        for (int k = 0; k < K; ++k) h[k] = h0[k];
-        if (half == 1) {  // the state at the middle of the tile
+      for (int k = 0; k < K; ++k) h[k] = h0[k];
+      if (half == 1) {  // the state at the middle of the tile
 #pragma unroll 4
-          for (int t = 0; t < kHalf; ++t) {
-            const float dt = dt_row[t], dtu = dt * u_row[t];
-            float Bv[K];
-            read_states(Bv, B_read + t * B_step);
-            const float keep = starts_at(t) ? 0.f : 1.f;
+        for (int t = 0; t < kHalf; ++t) {
+          const float dt = dt_row[t], dtu = dt * u_row[t], cut = cut_s[t];
+          float Bv[K];
+          read_states(Bv, B_read + t * B_step);
 #pragma unroll
-            for (int k = 0; k < K; ++k) h[k] = fmaf(ex2(dt * A2[k]), keep * h[k], dtu * Bv[k]);
+          for (int k = 0; k < K; ++k) h[k] = fmaf(ex2(fmaf(dt, A2[k], cut)), h[k], dtu * Bv[k]);
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < K; ++k) hstart[k] = h[k];
+
+      // (2) Recompute the half's states into hist; y = C.h.
+#pragma unroll 1
+      for (int t = tb; t < tb + kHalf; t += 4) {
+        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+        const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+        const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
+        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+        const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+        float y[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          float Bv[K], Cv[K];
+          read_states(Bv, B_read + (t + j) * B_step);
+          read_states(Cv, C_read + (t + j) * C_step);
+          const float dtu = dtv[j] * uv[j];
+          y[j] = 0.f;
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            h[k] = fmaf(ex2(fmaf(dtv[j], A2[k], cutv[j])), h[k], dtu * Bv[k]);
+            hist[(k * kThreads + tid) * kHistPitch + t - tb + j] = h[k];
+            y[j] = fmaf(Cv[k], h[k], y[j]);
           }
         }
+        for (int off = 1; off < l.P; off <<= 1) {
 #pragma unroll
-        for (int k = 0; k < K; ++k) hstart[k] = h[k];
+          for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+        }
+        if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
+      }
+      __syncthreads();
 
-        // (2) Recompute the half's states into hist; y = C.h.
+      // (3) dC from the states: over the block's channels when C is input-dependent, else over time in
+      // each lane (its own history rows, so no barrier).
+      if (p.is_variable_C) {
+        channel_reduce<K, false>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len, tb);
+        __syncthreads();  // (4) overwrites hist
+      } else {
+        for (int t = tb; t < tb + kHalf; ++t) {
+#pragma unroll
+          for (int k = 0; k < K; ++k) dCc[k] = fmaf(dy_row[t], hist[(k * kThreads + tid) * kHistPitch + t - tb], dCc[k]);
+        }
+      }
+
+      // (4) Reverse scan over the half.
 #pragma unroll 1
-        for (int t = tb; t < tb + kHalf; t += 4) {
-          const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-          const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-          const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-          float y[4];
+      for (int t = tb + kHalf - 4; t >= tb; t -= 4) {
+        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+        const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+        const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
+        const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
+        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+        float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
+#pragma unroll
+        for (int j = 3; j >= 0; --j) {
+          float Bv[K], Cv[K];
+          read_states(Bv, B_read + (t + j) * B_step);
+          read_states(Cv, C_read + (t + j) * C_step);
+          const float dt = dtv[j], dy = dyv[j];
+          s1[j] = s2[j] = 0.f;
+          const int col = t - tb + j;
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            float* hp = hist + (k * kThreads + tid) * kHistPitch + col;
+            const float h_prev = col > 0 ? hp[-1] : hstart[k];  // not yet overwritten: we walk backwards
+            const float gk = fmaf(Cv[k], dy, g[k]);     // dL/dh_t
+            const float g_prev = ex2(fmaf(dt, A2[k], cutv[j])) * gk;  // flows to h_{t-1}
+            const float ga = g_prev * h_prev;           // dL/d(dt A_n) = g_t a_t h_{t-1}
+            dA[k] = fmaf(ga, dt, dA[k]);
+            s1[j] = fmaf(ga, A[k], s1[j]);
+            s2[j] = fmaf(gk, Bv[k], s2[j]);
+            *hp = gk;
+            g[k] = g_prev;
+          }
+        }
+        for (int off = 1; off < l.P; off <<= 1) {
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
-            float Bv[K], Cv[K];
-            read_states(Bv, B_read + (t + j) * B_step);
-            read_states(Cv, C_read + (t + j) * C_step);
-            const float dtu = dtv[j] * uv[j];
-            const float keep = starts_at(t + j) ? 0.f : 1.f;
-            y[j] = 0.f;
-#pragma unroll
-            for (int k = 0; k < K; ++k) {
-              h[k] = fmaf(ex2(dtv[j] * A2[k]), keep * h[k], dtu * Bv[k]);
-              hist[(k * kThreads + tid) * kHistPitch + t - tb + j] = h[k];
-              y[j] = fmaf(Cv[k], h[k], y[j]);
-            }
-          }
-          for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
-          }
-          if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
-        }
-        __syncthreads();
-
-        // (3) dC from the states: over the block's channels when C is input-dependent, else over time in
-        // each lane (its own history rows, so no barrier).
-        if (p.is_variable_C) {
-          channel_reduce<K, false>(w.dC_part + bc_part + t0, L, hist, dy_s, nullptr, s, l, N, len, tb);
-          __syncthreads();  // (4) overwrites hist
-        } else {
-          for (int t = tb; t < tb + kHalf; ++t) {
-#pragma unroll
-            for (int k = 0; k < K; ++k) dCc[k] = fmaf(dy_row[t], hist[(k * kThreads + tid) * kHistPitch + t - tb], dCc[k]);
+            s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
+            s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
           }
         }
-
-        // (4) Reverse scan over the half.
-#pragma unroll 1
-        for (int t = tb + kHalf - 4; t >= tb; t -= 4) {
-          const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-          const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-          const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
-          const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-          const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w};
-          float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
+        if (s.p == 0) {
+          float du[4], ddt[4];
 #pragma unroll
-          for (int j = 3; j >= 0; --j) {
-            float Bv[K], Cv[K];
-            read_states(Bv, B_read + (t + j) * B_step);
-            read_states(Cv, C_read + (t + j) * C_step);
-            const float dt = dtv[j], dy = dyv[j];
-            s1[j] = s2[j] = 0.f;
-            const int col = t - tb + j;
-            const float keep = starts_at(t + j) ? 0.f : 1.f;
-#pragma unroll
-            for (int k = 0; k < K; ++k) {
-              float* hp = hist + (k * kThreads + tid) * kHistPitch + col;
-              const float h_prev = col > 0 ? hp[-1] : hstart[k];  // not yet overwritten: we walk backwards
-              const float gk = fmaf(Cv[k], dy, g[k]);     // dL/dh_t
-              const float g_prev = keep * ex2(dt * A2[k]) * gk;  // flows to h_{t-1}
-              const float ga = g_prev * h_prev;           // dL/d(dt A_n) = g_t a_t h_{t-1}
-              dA[k] = fmaf(ga, dt, dA[k]);
-              s1[j] = fmaf(ga, A[k], s1[j]);
-              s2[j] = fmaf(gk, Bv[k], s2[j]);
-              *hp = gk;
-              g[k] = g_prev;
-            }
+          for (int j = 0; j < 4; ++j) {
+            du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
+            ddt[j] = fmaf(s2[j], uv[j], s1[j]);
           }
-          for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
-              s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
-            }
-          }
-          if (s.p == 0) {
-            float du[4], ddt[4];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
-              ddt[j] = fmaf(s2[j], uv[j], s1[j]);
-            }
-            *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
-            *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
-          }
+          *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
+          *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
         }
-        __syncthreads();
-
-        // (5) dB from the adjoints (constant B: over time in each lane).
-        if (p.is_variable_B) {
-          channel_reduce<K, true>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len, tb);
-        } else {
-          for (int t = tb; t < tb + kHalf; ++t) {
-            const float dtu = dt_row[t] * u_row[t];
-#pragma unroll
-            for (int k = 0; k < K; ++k) dBc[k] = fmaf(dtu, hist[(k * kThreads + tid) * kHistPitch + t - tb], dBc[k]);
-          }
-        }
-        if (half == 1) __syncthreads();  // the first half's recompute overwrites hist
       }
-    };
-    if (starts) {
-      tile_halves(std::true_type{});
-    } else {
-      tile_halves(std::false_type{});
+      __syncthreads();
+
+      // (5) dB from the adjoints (constant B: over time in each lane).
+      if (p.is_variable_B) {
+        channel_reduce<K, true>(w.dB_part + bc_part + t0, L, hist, dt_s, u_s, s, l, N, len, tb);
+      } else {
+        for (int t = tb; t < tb + kHalf; ++t) {
+          const float dtu = dt_row[t] * u_row[t];
+#pragma unroll
+          for (int k = 0; k < K; ++k) dBc[k] = fmaf(dtu, hist[(k * kThreads + tid) * kHistPitch + t - tb], dBc[k]);
+        }
+      }
+      if (half == 1) __syncthreads();  // the first half's recompute overwrites hist
     }
 
     // (6) du, ddelta, dz of the whole tile.

@@ -26,7 +26,8 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   float* dy_s = dt_s + R * kPitch;
   float* C_s = dy_s + R * kPitch;           // [kTile][n_pad + 4]
   float* Ck_s = C_s + kTile * bc_pitch;     // constant C: [R][n_pad]
-  __shared__ unsigned starts_s;             // sequence starts in the tile (bit j: step j), packed rows
+  __shared__ __align__(16) float cut_s[kTile];  // -inf where a packed sequence starts, else 0
+  __shared__ unsigned starts_s;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z + 1, N = p.dstate;
@@ -45,7 +46,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   const float bias_io = (io_row && p.delta_bias_ptr) ? static_cast<const float*>(p.delta_bias_ptr)[s.dbase + s.io_c] : 0.f;
 
   float dtsum = 0.f;
-  bool cut = false;  // a sequence starts inside the split
+  bool cut = false;  // a sequence starts inside the split: no adjoint flows through it
   const int64_t chunk_begin = split * l.chunks_per_split;
   const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
@@ -78,18 +79,16 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
       sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
       sts8(dy_s + s.io_c * kPitch + s.io_t, dy8);
     }
-    stage_sequence_starts(&starts_s, p, s, t0, len);
+    stage_sequence_cuts(cut_s, &starts_s, p, s, t0, len);
     __syncthreads();
-    const unsigned starts = starts_s;
-    cut = cut || starts != 0;
+    cut = cut || starts_s != 0;
     for (int t = kTile - 1; t >= 0; --t) {
-      const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t];
+      const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t], cut_t = cut_s[t];
       dtsum += dt;
-      const float keep = ((starts >> t) & 1u) ? 0.f : 1.f;  // nothing flows back across a sequence start
       float Cv[K];
       read_states(Cv, C_read + t * C_step);
 #pragma unroll
-      for (int k = 0; k < K; ++k) g[k] = keep * ex2(dt * A2[k]) * fmaf(Cv[k], dy, g[k]);
+      for (int k = 0; k < K; ++k) g[k] = ex2(fmaf(dt, A2[k], cut_t)) * fmaf(Cv[k], dy, g[k]);
     }
     __syncthreads();
   }

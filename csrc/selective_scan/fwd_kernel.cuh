@@ -10,13 +10,11 @@
 // With one split the kernel runs once. With S > 1 splits (few rows, long sequences) a first pass runs each
 // split from a zero state (kLocal: no output, only its end state and sum of dt), fwd_combine_kernel chains
 // them (a split's total decay is exp(A * sum dt)), and the full pass starts each split from its true state.
-// Packed rows (seq_idx): the state is zeroed before every step that starts a new sequence, and a split
-// containing such a step passes nothing through to the next one.
+// Packed rows (seq_idx): the decay of a step that starts a sequence is zero (stage_sequence_cuts), and a
+// split containing such a step passes nothing on to the next one.
 //
 // Instantiations: 3 input dtypes (fp32, fp16, bf16) x K in {4, 8} x kLocal = 12 scan kernels, 1 combine.
 #pragma once
-
-#include <type_traits>
 
 #include "selective_scan/scan_common.cuh"
 
@@ -41,7 +39,8 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
   float* C_s = B_s + kTile * bc_pitch;
   float* Bk_s = C_s + kTile * bc_pitch;           // constant B, C: [R][n_pad]
   float* Ck_s = Bk_s + R * l.n_pad;
-  __shared__ unsigned starts_s;                   // sequence starts in the tile (bit j: step j), packed rows
+  __shared__ __align__(16) float cut_s[kTile];  // -inf where a packed sequence starts, else 0
+  __shared__ unsigned starts_s;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate;
@@ -135,60 +134,49 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
       stage_bc8(C_s, C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
                 N, len, s, l, l.vec_io);
     }
-    stage_sequence_starts(&starts_s, p, s, t0, len);
+    stage_sequence_cuts(cut_s, &starts_s, p, s, t0, len);
     __syncthreads();
-    const unsigned starts = starts_s;
+    cut = cut || starts_s != 0;
     if (chunk + 1 < chunk_end) prefetch(chunk + 1);  // in flight during the scan
 
-    // (2) Scan, four steps at a time. Tiles where a packed sequence starts take a second copy of the loop
-    // that zeroes the state before those steps, so unpacked inputs pay nothing for the test.
+    // (2) Scan, four steps at a time.
     const float* dt_row = dt_s + s.c * kPitch;
     const float* dtu_row = dtu_s + s.c * kPitch;
-    const auto scan_tile = [&](auto has_starts) {
-      const float* Bq = B_read;
-      const float* Cq = C_read;
+    const float* Bq = B_read;
+    const float* Cq = C_read;
 #pragma unroll 2
-      for (int t = 0; t < kTile; t += 4) {
-        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-        const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
-        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
-        float y[4];
+    for (int t = 0; t < kTile; t += 4) {
+      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+      const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
+      const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
+      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+      const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+      float y[4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float Bv[K], Cv[K];
-          read_states(Bv, Bq);
-          Bq += B_step;
-          if (!kLocal) {
-            read_states(Cv, Cq);
-            Cq += C_step;
-          }
-          y[j] = 0.f;
-          if (decltype(has_starts)::value && ((starts >> (t + j)) & 1u)) {
-#pragma unroll
-            for (int k = 0; k < K; ++k) h[k] = 0.f;
-          }
-#pragma unroll
-          for (int k = 0; k < K; ++k) {
-            h[k] = fmaf(ex2(dtv[j] * A2[k]), h[k], dtuv[j] * Bv[k]);
-            if (!kLocal) y[j] = fmaf(Cv[k], h[k], y[j]);
-          }
+      for (int j = 0; j < 4; ++j) {
+        float Bv[K], Cv[K];
+        read_states(Bv, Bq);
+        Bq += B_step;
+        if (!kLocal) {
+          read_states(Cv, Cq);
+          Cq += C_step;
         }
-        if (kLocal) {
-          dtsum += (dtv[0] + dtv[1]) + (dtv[2] + dtv[3]);
-        } else {
-          for (int off = 1; off < l.P; off <<= 1) {
+        y[j] = 0.f;
 #pragma unroll
-            for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
-          }
-          if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
+        for (int k = 0; k < K; ++k) {
+          h[k] = fmaf(ex2(fmaf(dtv[j], A2[k], cutv[j])), h[k], dtuv[j] * Bv[k]);
+          if (!kLocal) y[j] = fmaf(Cv[k], h[k], y[j]);
         }
       }
-    };
-    if (starts) {
-      scan_tile(std::true_type{});
-      cut = true;
-    } else {
-      scan_tile(std::false_type{});
+      if (kLocal) {
+        dtsum += (dtv[0] + dtv[1]) + (dtv[2] + dtv[3]);
+      } else {
+        for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+          for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+        }
+        if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
+      }
     }
     __syncthreads();
 

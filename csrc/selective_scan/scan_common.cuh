@@ -123,22 +123,23 @@ __device__ __forceinline__ int tile_len(int64_t seqlen, int64_t t0) {
   return seqlen - t0 < kTile ? int(seqlen - t0) : kTile;
 }
 
-// Packed sequences: bit j is set when step t0 + j starts a new sequence (seq_idx changes there), so the
-// state carried into that step is dropped (its decay is zero). Called by one whole warp; one step per lane.
-static_assert(kTile == 32, "sequence_starts maps the tile's steps onto the 32 lanes of a warp");
-__device__ __forceinline__ unsigned sequence_starts(const SelectiveScanParams& p, const Pos& s, int64_t t0, int len) {
-  const int32_t* seq = p.seq_idx_ptr + s.b * p.seqlen + t0;
-  const bool start = s.lane < len && t0 + s.lane > 0 && seq[s.lane] != seq[s.lane - 1];
-  return __ballot_sync(0xffffffffu, start);
-}
-
-// Stages the tile's sequence starts in shared memory (warp 0; read after the staging barrier). Zero
-// without seq_idx, so the kernels take their path without resets.
-__device__ __forceinline__ void stage_sequence_starts(unsigned* dst, const SelectiveScanParams& p, const Pos& s,
-                                                      int64_t t0, int len) {
+// Packed sequences (seq_idx). A step that starts a new sequence must drop the state carried into it: its
+// decay exp(dt A) becomes exactly zero by adding -inf to the exponent, ex2(dt * A2 + cut) with cut = -inf
+// there and 0 elsewhere, which costs nothing (an FMA where there was a multiply) and needs no branch.
+// Warp 0 stages the tile's cut[kTile] in shared memory (one step per lane) and returns the tile's starts
+// as a bit mask (bit j: step t0 + j); without seq_idx every cut is 0.
+static_assert(kTile == 32, "stage_sequence_cuts maps the tile's steps onto the 32 lanes of a warp");
+__device__ __forceinline__ void stage_sequence_cuts(float* cut_s, unsigned* starts_s, const SelectiveScanParams& p,
+                                                    const Pos& s, int64_t t0, int len) {
   if (s.warp != 0) return;
-  const unsigned starts = p.seq_idx_ptr ? sequence_starts(p, s, t0, len) : 0u;
-  if (s.lane == 0) *dst = starts;
+  bool start = false;
+  if (p.seq_idx_ptr) {
+    const int32_t* seq = p.seq_idx_ptr + s.b * p.seqlen + t0;
+    start = s.lane < len && t0 + s.lane > 0 && seq[s.lane] != seq[s.lane - 1];
+  }
+  cut_s[s.lane] = start ? -INFINITY : 0.f;
+  const unsigned starts = __ballot_sync(0xffffffffu, start);
+  if (s.lane == 0) *starts_s = starts;
 }
 
 // 2^x on the special-function unit (one MUFU op; relative error ~2^-22). A is pre-scaled by log2(e), so
