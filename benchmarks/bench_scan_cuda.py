@@ -70,7 +70,7 @@ def bench(fn, sets, warmup=3, reps=15):
 def scan(t):
     import mamba_ext
     return mamba_ext.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
-                                    True)
+                                    True, seq_idx=t.get("seq_idx"))
 
 
 def fwd(t):
@@ -91,6 +91,18 @@ def time_ours(batch, dim, seqlen, dtype):
     del sets
     torch.cuda.empty_cache()
     return f, fb
+
+
+def time_packed(dim=4096, seqlen=16384, n_seqs=8, dtype=torch.bfloat16):
+    """One row packing n_seqs sequences (seq_idx): the cost of the sequence cuts against the same row unpacked."""
+    def with_seq_idx(sets):
+        for t in sets:
+            t["seq_idx"] = (torch.arange(seqlen, device="cuda") * n_seqs // seqlen).int()[None].contiguous()
+        return sets
+    f = bench(fwd, with_seq_idx(input_sets(1, dim, seqlen, dtype, False)))
+    fb = bench(fwd_bwd, with_seq_idx(input_sets(1, dim, seqlen, dtype, True)), warmup=2, reps=9)
+    torch.cuda.empty_cache()
+    return {"shape": [1, dim, seqlen], "n_seqs": n_seqs, "fwd_ms": f, "fwdbwd_ms": fb}
 
 
 def time_reference(batch, dim, seqlen, device="cuda"):
@@ -185,6 +197,9 @@ def main(argv=None):
               f"{row['fp32_fwd_ms']:.3f} fwd+bwd {row['fp32_fwdbwd_ms']:.3f}, floor {row['bf16_floor_ms']:.3f}, "
               f"sdpa {row['sdpa_flash_ms']:.3f} ms", flush=True)
         json.dump(results, open(os.path.join(args.out, "bench_scan_cuda.json"), "w"), indent=1)
+    results["packed"] = time_packed()
+    print(f"  packed {tuple(results['packed']['shape'])}, {results['packed']['n_seqs']} sequences: fwd "
+          f"{results['packed']['fwd_ms']:.3f} fwd+bwd {results['packed']['fwdbwd_ms']:.3f} ms", flush=True)
     ref_shape = SHAPES[0]
     results["reference"] = {"shape": ref_shape, "ms": time_reference(*ref_shape)}
     print(f"  reference {ref_shape}: {results['reference']['ms']:.1f} ms", flush=True)
@@ -217,6 +232,12 @@ def print_table(results):
               f"{ms_f:6.3f}/{ms_fb:6.2f} {ms_f / r['bf16_fwd_ms']:5.2f}/{ms_fb / r['bf16_fwdbwd_ms']:5.2f} "
               f"{r['fp32_fwd_ms']:9.3f} {r['fp32_fwdbwd_ms']:8.3f} {r['sdpa_flash_ms']:8.3f} "
               f"{r['sdpa_flash_ms'] / r['bf16_fwd_ms']:9.2f}")
+    packed = results.get("packed")
+    if packed:
+        same = next(r for r in results["shapes"] if list(r["shape"]) == packed["shape"])
+        print(f"Packed row {tuple(packed['shape'])} holding {packed['n_seqs']} sequences (seq_idx): bf16 fwd "
+              f"{packed['fwd_ms']:.3f} ms, fwd+bwd {packed['fwdbwd_ms']:.3f} ms ({packed['fwd_ms'] / same['bf16_fwd_ms']:.2f}x / "
+              f"{packed['fwdbwd_ms'] / same['bf16_fwdbwd_ms']:.2f}x the unpacked row)")
     ref = results["reference"]
     first = results["shapes"][0]
     print(f"PyTorch reference scan at {tuple(ref['shape'])}: {ref['ms']:.1f} ms "
