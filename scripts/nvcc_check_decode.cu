@@ -12,12 +12,16 @@ void instantiate_all() {
   auto fwd2 = &causal_conv1d_fwd_kernel<T, 2>;
   auto fwd3 = &causal_conv1d_fwd_kernel<T, 3>;
   auto fwd4 = &causal_conv1d_fwd_kernel<T, 4>;
-  auto bwd2 = &causal_conv1d_bwd_kernel<T, 2>;
-  auto bwd3 = &causal_conv1d_bwd_kernel<T, 3>;
-  auto bwd4 = &causal_conv1d_bwd_kernel<T, 4>;
+  auto bwd2 = &causal_conv1d_bwd_kernel<T, 2, false>;
+  auto bwd3 = &causal_conv1d_bwd_kernel<T, 3, false>;
+  auto bwd4 = &causal_conv1d_bwd_kernel<T, 4, false>;
+  auto bwd2m = &causal_conv1d_bwd_kernel<T, 2, true>;
+  auto bwd3m = &causal_conv1d_bwd_kernel<T, 3, true>;
+  auto bwd4m = &causal_conv1d_bwd_kernel<T, 4, true>;
   auto upd = &causal_conv1d_update_kernel<T>;
   auto ssu = &selective_state_update_kernel<T>;
-  (void)fwd2, (void)fwd3, (void)fwd4, (void)bwd2, (void)bwd3, (void)bwd4, (void)upd, (void)ssu;
+  (void)fwd2, (void)fwd3, (void)fwd4, (void)bwd2, (void)bwd3, (void)bwd4, (void)bwd2m, (void)bwd3m, (void)bwd4m;
+  (void)upd, (void)ssu;
 }
 
 template void instantiate_all<float>();

@@ -1,5 +1,5 @@
 // CUDA host wrappers of causal_conv1d_fwd / causal_conv1d_bwd: checks, outputs, launch (kernel.cuh).
-// Instantiations at each launch site: 3 dtypes x 3 widths = 9.
+// Instantiations at each launch site: 3 dtypes x 3 widths = 9 (the backward twice: with and without seq_idx).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -105,7 +105,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cud
   cuda::dispatch_float_type(op, x.scalar_type(), [&](auto* type_tag) {
     using input_t = std::remove_pointer_t<decltype(type_tag)>;
     dispatch_width(op, W, [&](auto w) {
-      cuda::causal_conv1d_bwd_kernel<input_t, decltype(w)::value><<<grid, cuda::kConvThreads, 0, stream>>>(p);
+      constexpr int kWidth = decltype(w)::value;
+      if (p.seq_idx_ptr) {
+        cuda::causal_conv1d_bwd_kernel<input_t, kWidth, true><<<grid, cuda::kConvThreads, 0, stream>>>(p);
+      } else {
+        cuda::causal_conv1d_bwd_kernel<input_t, kWidth, false><<<grid, cuda::kConvThreads, 0, stream>>>(p);
+      }
     });
   });
   cuda::check_launch(op, cudaGetLastError());
