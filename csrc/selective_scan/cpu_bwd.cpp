@@ -98,16 +98,18 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
                    const Partials& out) {
   const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
   const int64_t K = r.d_end - r.d_begin, row0 = r.b * p.dim + r.d_begin;
-  // Per-sequence states of an empty row: dinitial_state was filled with dlast_state (or zeros) beforehand.
-  if (p.per_sequence_states && p.seqlen == 0) return;
+  // Per-sequence states of an empty row: dinitial_state was filled with dlast_state (or zeros) beforehand;
+  // only the zero parameter gradients remain to be written.
+  const bool no_state_rows = p.per_sequence_states && p.seqlen == 0;
   // Rows of the states the row starts from and ends in (differ from row0 with per-sequence states).
-  const int64_t first0 = cpu::state_row(p, r.b, 0) * p.dim + r.d_begin;
-  const int64_t last0 = cpu::state_row(p, r.b, std::max<int64_t>(p.seqlen - 1, 0)) * p.dim + r.d_begin;
+  const int64_t first0 = no_state_rows ? row0 : cpu::state_row(p, r.b, 0) * p.dim + r.d_begin;
+  const int64_t last0 =
+      no_state_rows ? row0 : cpu::state_row(p, r.b, std::max<int64_t>(p.seqlen - 1, 0)) * p.dim + r.d_begin;
   const auto* chunk_states = static_cast<const acc_t*>(p.chunk_states_ptr);
   std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0), h_start(Np, 0);
   cpu::Pieces pieces;
   cpu::load_task_parameters(p, r, Np, s.A, s.B_rows, s.C_rows);
-  if (p.dlast_state_ptr) {
+  if (p.dlast_state_ptr && !no_state_rows) {
     cpu::load_padded_rows(p.dlast_state_ptr, last0, K, N, Np, s.g_next);
   } else {
     std::fill(s.g_next, s.g_next + K * Np, acc_t(0));
@@ -191,7 +193,7 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
       std::copy(src + k * Np, src + k * Np + N, static_cast<acc_t*>(dst) + (first_row + k) * N);
     }
   };
-  unpad(s.g_next, p.dinitial_state_ptr, first0);
+  if (!no_state_rows) unpad(s.g_next, p.dinitial_state_ptr, first0);
   unpad(s.dA, out.dA.data_ptr(), row0);
   if (!p.is_variable_B) unpad(s.dB_rows, out.dB.data_ptr(), row0);
   if (!p.is_variable_C) unpad(s.dC_rows, out.dC.data_ptr(), row0);
