@@ -24,8 +24,10 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         B, C: constant (dim, N) fp32, or input-dependent (batch, N, seqlen) or (batch, groups, N, seqlen) in
             u's dtype, with dim divisible by groups.
         D, delta_bias: (dim,) fp32.  z: (batch, dim, seqlen) like u.
-        initial_state: (batch, dim, N) fp32, the state before the first step.
-        return_last_state: also return the state after the last step, (batch, dim, N) fp32.
+        initial_state: (batch, dim, N) fp32, the state before the first step ((num_seqs, dim, N) with
+            cu_seqlens).
+        return_last_state: also return the state after the last step, (batch, dim, N) fp32 ((num_seqs, dim, N)
+            with cu_seqlens).
         seq_idx: (batch, seqlen) int32 ids of sequences packed into one row. The state restarts from zero
             wherever the id changes, so no token sees another sequence; initial_state feeds the first
             sequence of each row and last_state is the state after the row's last sequence.
@@ -65,9 +67,10 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, acti
         x: (batch, dim, seqlen), fp32/fp16/bf16 (fp64 on CPU). Any batch/channel strides.
         weight: (dim, width), width 2..4 on CUDA (2..64 on CPU), any float dtype (accumulation is fp32).
         bias: (dim,) in weight's dtype.  activation: None or "silu" ("swish" is accepted as an alias).
-        initial_states: (batch, dim, width - 1) like x: the inputs just before x[..., 0].
+        initial_states: (batch, dim, width - 1) like x: the inputs just before x[..., 0] ((num_seqs, dim,
+            width - 1) with cu_seqlens).
         return_final_states: also return the last width - 1 inputs, (batch, dim, width - 1) like x, to carry
-            into the next call (or into ``causal_conv1d_update``).
+            into the next call (or into ``causal_conv1d_update``); (num_seqs, dim, width - 1) with cu_seqlens.
         seq_idx: (batch, seqlen) int32 ids of packed sequences: a token only sees inputs with its own id (the
             others count as zero padding). initial_states belong to each row's first sequence; final_states
             are zero where they reach back past the start of the row's last sequence.
