@@ -18,30 +18,39 @@ using OptTensor = std::optional<at::Tensor>;
 // restarts from zero wherever the id changes; initial_state feeds the first sequence of a row, last_state is
 // the state after its last one). Returns (out (batch, dim, seqlen), last_state (batch, dim, N)), both
 // differentiable. fp64 inputs use fp64 parameters and states instead of fp32.
+// cu_seqlens (instead of seq_idx): (num_seqs + 1,) int32/int64 on u's device, batch 1; sequence i is tokens
+// [cu_seqlens[i], cu_seqlens[i + 1]) (0 first, seqlen last, non-decreasing, empty sequences allowed; values
+// are checked on CPU only, to avoid a device sync). Then initial_state is (num_seqs, dim, N), one per
+// sequence, and last_state (num_seqs, dim, N) holds each sequence's final state (an empty sequence returns
+// its initial state, or zeros). Per-sequence states are CPU-only for now: on CUDA, initial_state or a
+// gradient into last_state raises, and last_state is returned filled with NaN (not computed).
 std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at::Tensor& delta,
                                                   const at::Tensor& A, const at::Tensor& B,
                                                   const at::Tensor& C, const OptTensor& D = {},
                                                   const OptTensor& z = {}, const OptTensor& delta_bias = {},
                                                   bool delta_softplus = false,
                                                   const OptTensor& initial_state = {},
-                                                  const OptTensor& seq_idx = {});
+                                                  const OptTensor& seq_idx = {},
+                                                  const OptTensor& cu_seqlens = {});
 
 // Internal forward: also returns chunk_states (batch, dim, ceil(seqlen / chunk_size), N), the state
-// entering each chunk, which the backward recomputes from.
+// entering each chunk, which the backward recomputes from. With cu_seqlens (per-sequence states) seq_idx
+// must be the ids derived from it, as selective_scan passes them.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size);
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens = {});
 
 // Internal backward. Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state); dz is empty
-// when z is absent. dlast_state is the incoming gradient of last_state (absent: zero).
+// when z is absent. dlast_state is the incoming gradient of last_state (absent: zero). With cu_seqlens,
+// dlast_state and dinitial_state are per sequence, (num_seqs, dim, N).
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
            at::Tensor>
 selective_scan_bwd(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
                    const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                    const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
                    const OptTensor& initial_state, const OptTensor& seq_idx, const at::Tensor& chunk_states,
-                   int64_t chunk_size, bool deterministic);
+                   int64_t chunk_size, bool deterministic, const OptTensor& cu_seqlens = {});
 
 // Chunk length of the saved states for tensors on this device type (the backward's recompute window).
 int64_t selective_scan_chunk_size(c10::DeviceType device);
@@ -52,20 +61,29 @@ int64_t selective_scan_chunk_size(c10::DeviceType device);
 // input of another sequence; the initial states belong to each row's first sequence). Returns
 // (out (batch, dim, seqlen), final_states (batch, dim, width - 1): the last width - 1 inputs), both
 // differentiable. Equals F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., :seqlen].
+// cu_seqlens (instead of seq_idx): (num_seqs + 1,) int32/int64 on x's device, batch 1, as for
+// selective_scan. Then initial_states is (num_seqs, dim, width - 1): the inputs before each sequence's first
+// token; final_states (num_seqs, dim, width - 1) holds each sequence's last width - 1 inputs (reaching back
+// into its initial states, or zeros, when it is shorter). Per-sequence states are CPU-only for now: on CUDA,
+// initial_states or a gradient into final_states raises, and final_states is returned filled with NaN.
 std::tuple<at::Tensor, at::Tensor> causal_conv1d(const at::Tensor& x, const at::Tensor& weight,
                                                  const OptTensor& bias = {},
                                                  std::optional<c10::string_view> activation = std::nullopt,
-                                                 const OptTensor& initial_states = {}, const OptTensor& seq_idx = {});
+                                                 const OptTensor& initial_states = {}, const OptTensor& seq_idx = {},
+                                                 const OptTensor& cu_seqlens = {});
 
 // Internal forward and backward of causal_conv1d (silu: the activation flag). The backward recomputes the
 // pre-activation from x and returns (dx, dweight, dbias, dinitial_states); dbias is computed also without a
-// bias and dinitial_states also without initial states (the gradient of their zeros).
+// bias and dinitial_states also without initial states (the gradient of their zeros). With cu_seqlens the
+// states and their gradients are per sequence and seq_idx must be the ids derived from it.
 std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd(const at::Tensor& x, const at::Tensor& weight,
                                                      const OptTensor& bias, const OptTensor& initial_states,
-                                                     const OptTensor& seq_idx, bool silu);
+                                                     const OptTensor& seq_idx, bool silu,
+                                                     const OptTensor& cu_seqlens = {});
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd(
     const at::Tensor& dout, const OptTensor& dfinal_states, const at::Tensor& x, const at::Tensor& weight,
-    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu);
+    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu,
+    const OptTensor& cu_seqlens = {});
 
 // Decode step(s) of the causal conv. x: (batch, dim) or (batch, dim, seqlen); conv_state: (batch, dim,
 // state_len >= width - 1) like x, or (n_states, dim, state_len) with conv_state_indices (batch,) int32

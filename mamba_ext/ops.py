@@ -8,7 +8,8 @@ from torch import Tensor
 def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D: Optional[Tensor] = None,
                    z: Optional[Tensor] = None, delta_bias: Optional[Tensor] = None, delta_softplus: bool = False,
                    initial_state: Optional[Tensor] = None, return_last_state: bool = False,
-                   seq_idx: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                   seq_idx: Optional[Tensor] = None,
+                   cu_seqlens: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Selective scan (S6), a drop-in for ``mamba_ssm``'s ``selective_scan_fn`` plus ``initial_state``.
 
     For batch b, channel d, state n, time t::
@@ -23,11 +24,20 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
         B, C: constant (dim, N) fp32, or input-dependent (batch, N, seqlen) or (batch, groups, N, seqlen) in
             u's dtype, with dim divisible by groups.
         D, delta_bias: (dim,) fp32.  z: (batch, dim, seqlen) like u.
-        initial_state: (batch, dim, N) fp32, the state before the first step.
-        return_last_state: also return the state after the last step, (batch, dim, N) fp32.
+        initial_state: (batch, dim, N) fp32, the state before the first step ((num_seqs, dim, N) with
+            cu_seqlens).
+        return_last_state: also return the state after the last step, (batch, dim, N) fp32 ((num_seqs, dim, N)
+            with cu_seqlens).
         seq_idx: (batch, seqlen) int32 ids of sequences packed into one row. The state restarts from zero
             wherever the id changes, so no token sees another sequence; initial_state feeds the first
             sequence of each row and last_state is the state after the row's last sequence.
+        cu_seqlens: (num_seqs + 1,) int32 or int64 on u's device, instead of seq_idx, with batch = 1: sequence
+            i is the tokens [cu_seqlens[i], cu_seqlens[i + 1]) (cu_seqlens[0] = 0, cu_seqlens[-1] = seqlen,
+            non-decreasing; empty sequences are allowed). Each sequence has its own states: initial_state is
+            (num_seqs, dim, N), row i feeding sequence i, and last_state is (num_seqs, dim, N), row i the state
+            after sequence i (an empty sequence returns its initial state, or zeros). The values are checked
+            on CPU tensors only, so that CUDA calls do not synchronize. Per-sequence states are CPU-only for
+            now: on CUDA, cu_seqlens with initial_state or return_last_state raises.
 
     fp64 inputs take fp64 parameters and states. Every tensor input gets a gradient, including
     initial_state, and a gradient flowing into the returned last_state is propagated.
@@ -35,14 +45,19 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     Returns:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state) when return_last_state.
     """
+    if cu_seqlens is not None and return_last_state and u.is_cuda:
+        # The op would return NaN in place of the per-sequence states it cannot compute on CUDA yet.
+        raise RuntimeError("mamba_ext.selective_scan: per-sequence states (cu_seqlens with initial_state or "
+                           "return_last_state) are CPU-only for now")
     out, last_state = torch.ops.mamba_ext.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                                         initial_state, seq_idx)
+                                                         initial_state, seq_idx, cu_seqlens)
     return (out, last_state) if return_last_state else out
 
 
 def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, activation: Optional[str] = None,
                   initial_states: Optional[Tensor] = None, return_final_states: bool = False,
-                  seq_idx: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
+                  seq_idx: Optional[Tensor] = None,
+                  cu_seqlens: Optional[Tensor] = None) -> Union[Tensor, Tuple[Tensor, Tensor]]:
     """Causal depthwise conv1d, a drop-in for ``causal_conv1d.causal_conv1d_fn`` (channel-first layout).
 
     Equals ``F.conv1d(x, weight.unsqueeze(1), bias, padding=width - 1, groups=dim)[..., :seqlen]``, then SiLU
@@ -52,12 +67,20 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, acti
         x: (batch, dim, seqlen), fp32/fp16/bf16 (fp64 on CPU). Any batch/channel strides.
         weight: (dim, width), width 2..4 on CUDA (2..64 on CPU), any float dtype (accumulation is fp32).
         bias: (dim,) in weight's dtype.  activation: None or "silu" ("swish" is accepted as an alias).
-        initial_states: (batch, dim, width - 1) like x: the inputs just before x[..., 0].
+        initial_states: (batch, dim, width - 1) like x: the inputs just before x[..., 0] ((num_seqs, dim,
+            width - 1) with cu_seqlens).
         return_final_states: also return the last width - 1 inputs, (batch, dim, width - 1) like x, to carry
-            into the next call (or into ``causal_conv1d_update``).
+            into the next call (or into ``causal_conv1d_update``); (num_seqs, dim, width - 1) with cu_seqlens.
         seq_idx: (batch, seqlen) int32 ids of packed sequences: a token only sees inputs with its own id (the
             others count as zero padding). initial_states belong to each row's first sequence; final_states
             are zero where they reach back past the start of the row's last sequence.
+        cu_seqlens: (num_seqs + 1,) int32 or int64 on x's device, instead of seq_idx, with batch = 1: sequence
+            i is the tokens [cu_seqlens[i], cu_seqlens[i + 1]) (as in ``selective_scan``). Each sequence has its
+            own states: initial_states is (num_seqs, dim, width - 1), the inputs before sequence i, and
+            final_states is (num_seqs, dim, width - 1), the last width - 1 inputs of sequence i (reaching back
+            into its initial states, or zeros, when it is shorter). Values are checked on CPU tensors only.
+            Per-sequence states are CPU-only for now: on CUDA, cu_seqlens with initial_states or
+            return_final_states raises.
 
     Every tensor input gets a gradient, and a gradient flowing into final_states is propagated. The backward
     is deterministic (no atomics).
@@ -65,7 +88,12 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, acti
     Returns:
         out (batch, dim, seqlen) like x, or (out, final_states) when return_final_states.
     """
-    out, final_states = torch.ops.mamba_ext.causal_conv1d(x, weight, bias, activation, initial_states, seq_idx)
+    if cu_seqlens is not None and return_final_states and x.is_cuda:
+        # The op would return NaN in place of the per-sequence states it cannot compute on CUDA yet.
+        raise RuntimeError("mamba_ext.causal_conv1d: per-sequence states (cu_seqlens with initial_states or "
+                           "return_final_states) are CPU-only for now")
+    out, final_states = torch.ops.mamba_ext.causal_conv1d(x, weight, bias, activation, initial_states, seq_idx,
+                                                          cu_seqlens)
     return (out, final_states) if return_final_states else out
 
 

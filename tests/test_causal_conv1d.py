@@ -1,5 +1,5 @@
 """causal_conv1d and causal_conv1d_update against the pure-PyTorch references: values, all gradients,
-gradcheck, opcheck, torch.compile, packed sequences (seq_idx), bad inputs."""
+gradcheck, opcheck, torch.compile, packed sequences (seq_idx, cu_seqlens), bad inputs."""
 import itertools
 from dataclasses import dataclass, replace
 
@@ -8,7 +8,7 @@ import torch
 from torch.library import opcheck
 
 import mamba_ext
-from conftest import forward_and_grads, rel_err
+from conftest import cuda_ready, forward_and_grads, rel_err
 from mamba_ext.reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 SEQLENS = (1, 7, 130, 1030)  # straddle the CUDA kernels' 1024-step chunks
@@ -312,6 +312,165 @@ def test_bad_inputs_name_op_and_argument(i, device):
     kw, message = cases[i]
     with pytest.raises(RuntimeError, match="mamba_ext.causal_conv1d: .*" + message.replace("(", r"\(")):
         mamba_ext.causal_conv1d(**kw)
+
+
+# ------------------------------------------------------------------------------------------- cu_seqlens
+# Sequences given by their boundaries, each with its own initial and final states. Per-sequence states are
+# CPU-only for now; on CUDA a plain cu_seqlens (no states) runs as its seq_idx.
+
+def cu_of(lengths, device, dtype=torch.int32):
+    return torch.tensor([0] + list(itertools.accumulate(lengths)), dtype=dtype, device=device)
+
+
+def packed_conv_inputs(lengths, width, dtype, device, states=True):
+    """causal_conv1d kwargs of one packed row (batch 1), with per-sequence initial states when states."""
+    kw = make_inputs(ConvCase(batch=1, seqlen=sum(lengths), width=width, final_states=states), dtype, device,
+                     requires_grad=True)
+    if states:
+        kw["initial_states"] = torch.randn(len(lengths), kw["x"].shape[1], width - 1, dtype=dtype, device=device,
+                                           requires_grad=True)
+    return kw
+
+
+def conv_each_alone(fn, lengths):
+    """Runs fn (causal_conv1d or its reference) on every sequence alone, sequence i from initial_states[i];
+    returns the concatenated outputs and (with return_final_states) the stacked final states."""
+    def run(x, initial_states=None, return_final_states=False, seq_idx=None, **kw):
+        outs, finals, start = [], [], 0
+        for i, n in enumerate(lengths):
+            init = initial_states[i:i + 1] if initial_states is not None else None
+            out, final = fn(x[..., start:start + n], initial_states=init, return_final_states=True, **kw)
+            outs.append(out)
+            finals.append(final)
+            start += n
+        out = torch.cat(outs, dim=-1)
+        return (out, torch.cat(finals)) if return_final_states else out
+    return run
+
+
+CU_LENGTHS = [(5, 0, 1, 2, 130, 3), (1,), (0, 1030, 0)]  # empty, length 1, shorter than width - 1, > a CUDA chunk
+
+
+@pytest.mark.parametrize("lengths", CU_LENGTHS, ids=str)
+@pytest.mark.parametrize("width", [2, 3, 4, 7])
+def test_cu_seqlens_equals_each_sequence_alone(lengths, width, device):
+    """Values, per-sequence final states and every gradient (x, weight, bias, each initial state and the
+    gradient flowing into each final state) equal running each sequence alone with its own initial states.
+    On CUDA, where per-sequence states are not supported yet, without states."""
+    if device == "cuda" and width > 4:
+        pytest.skip("the CUDA kernels take widths 2..4")
+    states = device == "cpu"
+    kw = packed_conv_inputs(lengths, width, torch.float32, device, states=states)
+    cu = cu_of(lengths, device)
+    packed, packed_grads = forward_and_grads(lambda **k: mamba_ext.causal_conv1d(**k, cu_seqlens=cu), kw, 4)
+    alone, alone_grads = forward_and_grads(conv_each_alone(mamba_ext.causal_conv1d, lengths), kw, 4)
+    ref, ref_grads = forward_and_grads(conv_each_alone(causal_conv1d_ref, lengths), cast(kw, torch.float64), 4)
+    assert len(packed) == (2 if states else 1)
+    if states:
+        assert packed[1].shape == (len(lengths), kw["x"].shape[1], width - 1)
+    for p, a, r in zip(packed, alone, ref):
+        assert rel_err(p, a) < 1e-6
+        assert rel_err(p, r) < 1e-5
+    for name, g in packed_grads.items():
+        assert rel_err(g, alone_grads[name]) < 1e-5, name
+        assert rel_err(g, ref_grads[name]) < 1e-5, name
+
+
+def test_cu_seqlens_int64_and_without_initial_states():
+    lengths = (3, 0, 1, 40)
+    kw = packed_conv_inputs(lengths, 4, torch.float32, "cpu")
+    kw["initial_states"] = None
+    out32, final32 = mamba_ext.causal_conv1d(**kw, cu_seqlens=cu_of(lengths, "cpu"))
+    out64, final64 = mamba_ext.causal_conv1d(**kw, cu_seqlens=cu_of(lengths, "cpu", torch.int64))
+    alone_out, alone_final = conv_each_alone(mamba_ext.causal_conv1d, lengths)(**kw)
+    assert torch.equal(out32, out64) and torch.equal(final32, final64)
+    assert torch.equal(out32, alone_out) and torch.equal(final32, alone_final)
+    assert torch.equal(final32[1], torch.zeros_like(final32[1]))  # the empty sequence: zeros
+    assert torch.equal(final32[2, :, :2], torch.zeros_like(final32[2, :, :2]))  # length 1: zero padding first
+
+
+@pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
+def test_cu_seqlens_cuda_rejects_per_sequence_states_clearly():
+    lengths = (8, 12)
+    kw = packed_conv_inputs(lengths, 4, torch.float32, "cuda")
+    message = r"per-sequence states \(cu_seqlens with initial_states or return_final_states\) are CPU-only"
+    with pytest.raises(RuntimeError, match=r"mamba_ext\.causal_conv1d(_fwd)?: " + message):
+        mamba_ext.causal_conv1d(**{**kw, "return_final_states": False}, cu_seqlens=cu_of(lengths, "cuda"))
+    with pytest.raises(RuntimeError, match=r"mamba_ext\.causal_conv1d: " + message):
+        mamba_ext.causal_conv1d(**{**kw, "initial_states": None}, cu_seqlens=cu_of(lengths, "cuda"))
+
+
+@pytest.mark.parametrize("width", [2, 4])
+def test_cu_seqlens_gradcheck(width):
+    lengths = (3, 0, 1, 5)
+    kw = packed_conv_inputs(lengths, width, torch.float64, "cpu")
+    kw["x"] = kw["x"][:, :3].detach().requires_grad_()
+    kw["weight"] = kw["weight"][:3].detach().requires_grad_()
+    kw["bias"] = kw["bias"][:3].detach().requires_grad_()
+    kw["initial_states"] = kw["initial_states"][:, :3].detach().requires_grad_()
+    cu = cu_of(lengths, "cpu")
+    names = [k for k, _ in tensor_inputs(kw)]
+    fn = lambda *t: mamba_ext.causal_conv1d(**{**kw, **dict(zip(names, t))}, cu_seqlens=cu)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, [kw[k] for k in names])
+
+
+def test_cu_seqlens_opcheck():
+    lengths = (5, 0, 1, 30)
+    kw = packed_conv_inputs(lengths, 4, torch.float32, "cpu")
+    cu = cu_of(lengths, "cpu")
+    opcheck(torch.ops.mamba_ext.causal_conv1d.default,
+            (kw["x"], kw["weight"], kw["bias"], kw["activation"], kw["initial_states"], None, cu))
+    x, w, b, init = (kw[k].detach() for k in ("x", "weight", "bias", "initial_states"))
+    seq_idx = torch.cat([torch.full((n,), i, dtype=torch.int32) for i, n in enumerate(lengths)])[None]
+    opcheck(torch.ops.mamba_ext.causal_conv1d_fwd.default, (x, w, b, init, seq_idx, True, cu))
+    dout, dfinal = torch.randn_like(x), torch.randn_like(init)
+    for df in (dfinal, None):
+        opcheck(torch.ops.mamba_ext.causal_conv1d_bwd.default, (dout, df, x, w, b, init, seq_idx, True, cu))
+
+
+def test_cu_seqlens_compile_fullgraph_matches_eager():
+    lengths = (5, 0, 1, 30)
+    kw = packed_conv_inputs(lengths, 4, torch.float32, "cpu")
+    cu = cu_of(lengths, "cpu")
+    names = ["x", "weight", "bias", "initial_states"]
+
+    def step(x, weight, bias, initial_states, cu_seqlens):
+        out, final = mamba_ext.causal_conv1d(x, weight, bias, "silu", initial_states, True, cu_seqlens=cu_seqlens)
+        return out.square().sum() + final.square().sum(), out, final
+
+    eager = step(*[kw[k] for k in names], cu)
+    eager_grads = torch.autograd.grad(eager[0], [kw[k] for k in names])
+    torch._dynamo.reset()
+    compiled = torch.compile(step, fullgraph=True)(*[kw[k] for k in names], cu)
+    grads = torch.autograd.grad(compiled[0], [kw[k] for k in names])
+    for c, e in zip(compiled[1:], eager[1:]):
+        assert torch.allclose(c, e, atol=1e-6, rtol=1e-6)
+    for g, e in zip(grads, eager_grads):
+        assert torch.allclose(g, e, atol=1e-5, rtol=1e-5)
+
+
+def bad_cu_seqlens_cases():
+    cu = torch.tensor([0, 3, 8], dtype=torch.int32)
+    yield "batch", dict(batch=2), cu, "cu_seqlens packs sequences into one row, so batch must be 1"
+    yield "both", dict(seq_idx=torch.zeros(1, 8, dtype=torch.int32)), cu, "seq_idx and cu_seqlens .* pass only one"
+    yield "dtype", {}, cu.float(), "cu_seqlens must have dtype int32 or int64"
+    yield "rank", {}, cu[None], r"cu_seqlens must have shape \(num_seqs \+ 1,\)"
+    yield "start", {}, torch.tensor([2, 3, 8]), r"cu_seqlens\[0\] must be 0, got 2"
+    yield "end", {}, torch.tensor([0, 3, 9]), r"cu_seqlens\[-1\] must equal seqlen = 8"
+    yield "decreasing", {}, torch.tensor([0, 5, 3, 8], dtype=torch.int32), "cu_seqlens must be non-decreasing"
+    yield "device", {}, cu.to("meta"), "cu_seqlens is on meta"
+    yield "initial_states rows", dict(initial_states=torch.randn(1, 4, 2)), cu, \
+        r"initial_states must have shape \(num_seqs, dim, width - 1\)"
+
+
+@pytest.mark.parametrize("name,changes,cu,message", list(bad_cu_seqlens_cases()),
+                         ids=[c[0] for c in bad_cu_seqlens_cases()])
+def test_bad_cu_seqlens(name, changes, cu, message):
+    batch = changes.pop("batch", 1)
+    kw = dict(x=torch.randn(batch, 4, 8), weight=torch.randn(4, 3))
+    kw.update(changes)
+    with pytest.raises(RuntimeError, match=f"mamba_ext.causal_conv1d: {message}"):
+        mamba_ext.causal_conv1d(**kw, cu_seqlens=cu)
 
 
 # ---------------------------------------------------------------------------------------------- update

@@ -1,6 +1,7 @@
 #include "causal_conv1d/args.h"
 
 #include "common/checks.h"
+#include "common/cu_seqlens.h"
 #include "common/state_indices.h"
 
 namespace mamba_ext {
@@ -49,7 +50,8 @@ bool parse_activation(const char* op, const std::optional<c10::string_view>& act
 }
 
 ConvInputs check_conv_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
-                             const OptTensor& initial_states, const OptTensor& seq_idx) {
+                             const OptTensor& initial_states, const OptTensor& seq_idx,
+                             const OptTensor& cu_seqlens) {
   ConvInputs in;
   check_rank(op, "x", x, 3);
   check_x_dtype(op, x);
@@ -62,9 +64,15 @@ ConvInputs check_conv_inputs(const char* op, const at::Tensor& x, const at::Tens
   check_width(op, in.width, x, kMaxWidthCuda);
   in.weight = weight;
   in.bias = check_bias(op, bias, x, weight, in.dim);
+  in.state_rows = in.batch;
+  if (cu_seqlens) {
+    in.state_rows = check_cu_seqlens(op, *cu_seqlens, x, "x", in.batch, in.seqlen);
+    in.cu_seqlens = cu_seqlens;
+  }
+  const char* state_layout = cu_seqlens ? "(num_seqs, dim, width - 1)" : "(batch, dim, width - 1)";
   if (initial_states) {
     check_device(op, "initial_states", *initial_states, x, "x");
-    check_shape(op, "initial_states", *initial_states, {in.batch, in.dim, in.width - 1}, "(batch, dim, width - 1)");
+    check_shape(op, "initial_states", *initial_states, {in.state_rows, in.dim, in.width - 1}, state_layout);
     check_dtype(op, "initial_states", *initial_states, x.scalar_type(), "same as x");
     in.initial_states = initial_states->contiguous();
   }
@@ -83,7 +91,8 @@ void check_conv_grads(const char* op, const ConvInputs& in, const at::Tensor& do
   check_dtype(op, "dout", dout, in.x.scalar_type(), "same as x");
   if (dfinal_states) {
     check_device(op, "dfinal_states", *dfinal_states, in.x, "x");
-    check_shape(op, "dfinal_states", *dfinal_states, {in.batch, in.dim, in.width - 1}, "(batch, dim, width - 1)");
+    check_shape(op, "dfinal_states", *dfinal_states, {in.state_rows, in.dim, in.width - 1},
+                in.cu_seqlens ? "(num_seqs, dim, width - 1)" : "(batch, dim, width - 1)");
     check_dtype(op, "dfinal_states", *dfinal_states, in.x.scalar_type(), "same as x");
   }
 }
@@ -103,6 +112,8 @@ CausalConv1dParams make_conv_params(const ConvInputs& in, bool silu, const at::T
   p.bias_ptr = bias_acc ? bias_acc->const_data_ptr() : nullptr;
   p.initial_states_ptr = in.initial_states ? in.initial_states->const_data_ptr() : nullptr;
   p.seq_idx_ptr = in.seq_idx ? in.seq_idx->const_data_ptr<int32_t>() : nullptr;
+  p.state_rows = in.state_rows.expect_int();
+  p.per_sequence_states = in.cu_seqlens.has_value();
   return p;
 }
 

@@ -14,11 +14,13 @@ namespace mamba_ext {
 
 using OptTensor = std::optional<at::Tensor>;
 
-// Validated causal_conv1d inputs; x has unit time stride, seq_idx is contiguous.
+// Validated causal_conv1d inputs; x has unit time stride, seq_idx is contiguous. With cu_seqlens
+// (per-sequence states, common/cu_seqlens.h) initial/final states and their gradients have one row per
+// sequence: state_rows is num_seqs, else batch.
 struct ConvInputs {
   at::Tensor x, weight;
-  OptTensor bias, initial_states, seq_idx;
-  c10::SymInt batch, dim, seqlen, width;  // symbolic under torch.compile
+  OptTensor bias, initial_states, seq_idx, cu_seqlens;
+  c10::SymInt batch, dim, seqlen, width, state_rows;  // symbolic under torch.compile
   at::ScalarType acc_dtype = at::kFloat;  // fp64 for fp64 x, else fp32
 };
 
@@ -26,7 +28,8 @@ struct ConvInputs {
 bool parse_activation(const char* op, const std::optional<c10::string_view>& activation);
 
 ConvInputs check_conv_inputs(const char* op, const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
-                             const OptTensor& initial_states, const OptTensor& seq_idx);
+                             const OptTensor& initial_states, const OptTensor& seq_idx,
+                             const OptTensor& cu_seqlens = {});
 
 // Checks the backward-only arguments against the forward inputs.
 void check_conv_grads(const char* op, const ConvInputs& in, const at::Tensor& dout, const OptTensor& dfinal_states);

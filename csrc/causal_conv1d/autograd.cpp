@@ -1,4 +1,5 @@
-// The public op mamba_ext::causal_conv1d: parses the activation, validates the arguments, then runs the
+// The public op mamba_ext::causal_conv1d: parses the activation, validates the arguments (turning
+// cu_seqlens into the seq_idx the kernels read, common/cu_seqlens.h), then runs the
 // internal forward op and, under autograd, a C++ autograd::Function whose backward runs the internal
 // backward op (which recomputes the pre-activation from x; nothing but the inputs is saved). The backward
 // is deterministic on every backend (no float atomics). Double backward is not supported: the internal
@@ -9,6 +10,7 @@
 #include <torch/library.h>
 
 #include "causal_conv1d/args.h"
+#include "common/cu_seqlens.h"
 #include "ops.h"
 
 namespace mamba_ext {
@@ -19,14 +21,24 @@ using torch::autograd::variable_list;
 
 OptTensor defined_or_none(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
+// Validates the public op's arguments and returns the seq_idx the internal ops get: the given one, or the
+// one derived from cu_seqlens (which the internal ops then also get, meaning per-sequence states).
+OptTensor checked_seq_idx(const at::Tensor& x, const at::Tensor& weight, const OptTensor& bias,
+                          const OptTensor& initial_states, const OptTensor& seq_idx, const OptTensor& cu_seqlens) {
+  const char* op = "causal_conv1d";
+  check_not_both(op, seq_idx, cu_seqlens);
+  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx, cu_seqlens);
+  return cu_seqlens ? OptTensor(seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen)) : seq_idx;
+}
+
 class CausalConv1dFunction : public torch::autograd::Function<CausalConv1dFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& weight,
                                const OptTensor& bias, bool silu, const OptTensor& initial_states,
-                               const OptTensor& seq_idx) {
-    auto [out, final_states] = causal_conv1d_fwd(x, weight, bias, initial_states, seq_idx, silu);
+                               const OptTensor& seq_idx, const OptTensor& cu_seqlens) {
+    auto [out, final_states] = causal_conv1d_fwd(x, weight, bias, initial_states, seq_idx, silu, cu_seqlens);
     ctx->save_for_backward({x, weight, bias.value_or(at::Tensor()), initial_states.value_or(at::Tensor()),
-                            seq_idx.value_or(at::Tensor())});
+                            seq_idx.value_or(at::Tensor()), cu_seqlens.value_or(at::Tensor())});
     ctx->saved_data["silu"] = silu;
     ctx->set_materialize_grads(false);
     return {out, final_states};
@@ -38,23 +50,26 @@ class CausalConv1dFunction : public torch::autograd::Function<CausalConv1dFuncti
     const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(x);
     auto [dx, dweight, dbias, dinitial_states] =
         causal_conv1d_bwd(dout, defined_or_none(grads[1]), x, saved[1], defined_or_none(bias),
-                          defined_or_none(initial_states), defined_or_none(saved[4]), ctx->saved_data["silu"].toBool());
+                          defined_or_none(initial_states), defined_or_none(saved[4]), ctx->saved_data["silu"].toBool(),
+                          defined_or_none(saved[5]));
     return {dx,
             dweight,
             bias.defined() ? dbias : at::Tensor(),
             at::Tensor(),  // activation
             initial_states.defined() ? dinitial_states : at::Tensor(),
-            at::Tensor()};  // seq_idx
+            at::Tensor(),   // seq_idx
+            at::Tensor()};  // cu_seqlens
   }
 };
 
 std::tuple<at::Tensor, at::Tensor> causal_conv1d_autograd(const at::Tensor& x, const at::Tensor& weight,
                                                           const OptTensor& bias,
                                                           std::optional<c10::string_view> activation,
-                                                          const OptTensor& initial_states, const OptTensor& seq_idx) {
+                                                          const OptTensor& initial_states, const OptTensor& seq_idx,
+                                                          const OptTensor& cu_seqlens) {
   const bool silu = parse_activation("causal_conv1d", activation);
-  check_conv_inputs("causal_conv1d", x, weight, bias, initial_states, seq_idx);
-  auto outs = CausalConv1dFunction::apply(x, weight, bias, silu, initial_states, seq_idx);
+  const OptTensor ids = checked_seq_idx(x, weight, bias, initial_states, seq_idx, cu_seqlens);
+  auto outs = CausalConv1dFunction::apply(x, weight, bias, silu, initial_states, ids, cu_seqlens);
   return {outs[0], outs[1]};
 }
 
@@ -63,10 +78,11 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_forward_only(const at::Tensor& 
                                                               const OptTensor& bias,
                                                               std::optional<c10::string_view> activation,
                                                               const OptTensor& initial_states,
-                                                              const OptTensor& seq_idx) {
+                                                              const OptTensor& seq_idx,
+                                                              const OptTensor& cu_seqlens) {
   const bool silu = parse_activation("causal_conv1d", activation);
-  check_conv_inputs("causal_conv1d", x, weight, bias, initial_states, seq_idx);
-  return causal_conv1d_fwd(x, weight, bias, initial_states, seq_idx, silu);
+  const OptTensor ids = checked_seq_idx(x, weight, bias, initial_states, seq_idx, cu_seqlens);
+  return causal_conv1d_fwd(x, weight, bias, initial_states, ids, silu, cu_seqlens);
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 // CUDA host wrappers of causal_conv1d_fwd / causal_conv1d_bwd: checks, outputs, launch (kernel.cuh).
 // Instantiations at each launch site: 3 dtypes x 3 widths = 9 (the backward twice: with and without seq_idx).
+// cu_seqlens runs as its seq_idx; per-sequence states (initial_states or dfinal_states with cu_seqlens) are
+// rejected, and the per-sequence final_states and dinitial_states are not computed (NaN).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -10,6 +12,7 @@
 
 #include "causal_conv1d/args.h"
 #include "causal_conv1d/kernel.cuh"
+#include "common/cu_seqlens.h"
 #include "common/cuda_dispatch.h"
 
 namespace mamba_ext {
@@ -35,11 +38,22 @@ dim3 conv_grid(const char* op, const CausalConv1dParams& p) {
   return dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.n_chunks), static_cast<unsigned>(p.batch));
 }
 
+constexpr const char* kPerSequenceStatesCpuOnly =
+    "per-sequence states (cu_seqlens with initial_states or return_final_states) are CPU-only for now";
+
 std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                           const OptTensor& bias, const OptTensor& initial_states,
-                                                          const OptTensor& seq_idx, bool silu) {
+                                                          const OptTensor& seq_idx, bool silu,
+                                                          const OptTensor& cu_seqlens) {
   const char* op = "causal_conv1d_fwd";
-  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx);
+  MAMBA_CHECK(!(cu_seqlens && initial_states), op, kPerSequenceStatesCpuOnly);
+  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx, cu_seqlens);
+  if (cu_seqlens) {  // the packed row with its seq_idx, and no per-sequence final states
+    const at::Tensor ids = in.seq_idx ? *in.seq_idx : seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen);
+    const at::Tensor out = std::get<0>(causal_conv1d_fwd_cuda(x, weight, bias, std::nullopt, ids, silu, {}));
+    return {out, per_sequence_states_not_computed(in.state_rows.expect_int(), in.dim.expect_int(),
+                                                  in.width.expect_int() - 1, x.options())};
+  }
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
   const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;
@@ -70,10 +84,21 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_cuda(const at::Tensor& x, c
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cuda(
     const at::Tensor& dout, const OptTensor& dfinal_states, const at::Tensor& x, const at::Tensor& weight,
-    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu) {
+    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu,
+    const OptTensor& cu_seqlens) {
   const char* op = "causal_conv1d_bwd";
-  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx);
+  MAMBA_CHECK(!(cu_seqlens && (initial_states || dfinal_states)), op, kPerSequenceStatesCpuOnly);
+  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx, cu_seqlens);
   check_conv_grads(op, in, dout, dfinal_states);
+  if (cu_seqlens) {  // the packed row with its seq_idx, and no per-sequence initial states
+    const at::Tensor ids = in.seq_idx ? *in.seq_idx : seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen);
+    auto [dx, dweight, dbias, row_dinitial] =
+        causal_conv1d_bwd_cuda(dout, std::nullopt, x, weight, bias, std::nullopt, ids, silu, {});
+    (void)row_dinitial;
+    return {dx, dweight, dbias,
+            per_sequence_states_not_computed(in.state_rows.expect_int(), in.dim.expect_int(),
+                                             in.width.expect_int() - 1, x.options())};
+  }
   const c10::cuda::CUDAGuard guard(x.device());
   const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
   const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;

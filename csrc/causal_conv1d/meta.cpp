@@ -10,21 +10,23 @@ namespace {
 
 std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_meta(const at::Tensor& x, const at::Tensor& weight,
                                                           const OptTensor& bias, const OptTensor& initial_states,
-                                                          const OptTensor& seq_idx, bool /*silu*/) {
-  const ConvInputs in = check_conv_inputs("causal_conv1d_fwd", x, weight, bias, initial_states, seq_idx);
+                                                          const OptTensor& seq_idx, bool /*silu*/,
+                                                          const OptTensor& cu_seqlens) {
+  const ConvInputs in = check_conv_inputs("causal_conv1d_fwd", x, weight, bias, initial_states, seq_idx, cu_seqlens);
   return {at::empty_symint({in.batch, in.dim, in.seqlen}, x.options()),
-          at::empty_symint({in.batch, in.dim, in.width - 1}, x.options())};
+          at::empty_symint({in.state_rows, in.dim, in.width - 1}, x.options())};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_meta(
     const at::Tensor& dout, const OptTensor& dfinal_states, const at::Tensor& x, const at::Tensor& weight,
-    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool /*silu*/) {
+    const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool /*silu*/,
+    const OptTensor& cu_seqlens) {
   const char* op = "causal_conv1d_bwd";
-  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx);
+  const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx, cu_seqlens);
   check_conv_grads(op, in, dout, dfinal_states);
   return {at::empty_symint({in.batch, in.dim, in.seqlen}, x.options()),
           at::empty_symint({in.dim, in.width}, weight.options()), at::empty_symint({in.dim}, weight.options()),
-          at::empty_symint({in.batch, in.dim, in.width - 1}, x.options())};
+          at::empty_symint({in.state_rows, in.dim, in.width - 1}, x.options())};
 }
 
 at::Tensor causal_conv1d_update_meta(const at::Tensor& x, at::Tensor& conv_state, const at::Tensor& weight,

@@ -8,11 +8,14 @@
 // With seq_idx, xe[e] (position p = e - (W-1) in x's time axis) counts as zero for output t unless
 // seq(p) == seq(t), where seq(p) = seq_idx[b, p] for p >= 0 and seq_idx[b, 0] for p < 0 (the initial
 // states belong to the first sequence of the row); final_states use t = seqlen - 1.
+// With per-sequence states (cu_seqlens, batch 1; CPU only) each sequence s is convolved on its own, as a row
+// of its own with xe = [initial_states[s], x[cu[s] : cu[s + 1]]], and final_states[s] are its last W-1 values.
 //
 // Layouts (strides in elements; the time stride of x, out, dout, dx is 1):
 //   x, out, dout, dx                 (batch, dim, seqlen)   *_batch_stride, *_dim_stride
 //   weight (dim, W), bias (dim,)     contiguous, in the accumulation dtype (fp32; fp64 for fp64 inputs)
-//   initial_states, final_states, dinitial_states, dfinal_states   (batch, dim, W-1) contiguous, x's dtype
+//   initial_states, final_states, dinitial_states, dfinal_states   (state_rows, dim, W-1) contiguous, x's
+//     dtype; state_rows is batch, or num_seqs with per-sequence states
 //   seq_idx (batch, seqlen) int32 contiguous
 //   dweight_partial (n_parts, dim, W+1) fp32 contiguous: per-part sums of dweight (k < W) and dbias (k = W)
 #pragma once
@@ -35,6 +38,9 @@ struct CausalConv1dParams {
   const void* bias_ptr = nullptr;            // nullptr: no bias
   const void* initial_states_ptr = nullptr;  // nullptr: zeros
   const int32_t* seq_idx_ptr = nullptr;      // nullptr: one sequence per row
+  int64_t state_rows = 0;
+  bool per_sequence_states = false;
+  const int64_t* seq_bounds_ptr = nullptr;  // CPU, per-sequence states: cu_seqlens (state_rows + 1 values)
 
   void* out_ptr = nullptr;
   void* final_states_ptr = nullptr;

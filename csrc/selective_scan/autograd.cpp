@@ -1,4 +1,5 @@
-// The public op mamba_ext::selective_scan: validates its arguments, then runs the internal forward op and,
+// The public op mamba_ext::selective_scan: validates its arguments (turning cu_seqlens into the seq_idx the
+// kernels read, common/cu_seqlens.h), then runs the internal forward op and,
 // under autograd, a C++ autograd::Function whose backward runs the internal backward op (which recomputes
 // states from the saved chunk_states). Living in C++, it gives C++ callers gradients without Python.
 // Double backward is not supported: the internal ops carry autogradNotImplementedFallback, so
@@ -8,6 +9,7 @@
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
+#include "common/cu_seqlens.h"
 #include "ops.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
@@ -28,18 +30,30 @@ using torch::autograd::variable_list;
 
 OptTensor defined_or_none(const at::Tensor& t) { return t.defined() ? OptTensor(t) : std::nullopt; }
 
+// Validates the public op's arguments and returns the seq_idx the internal ops get: the given one, or the
+// one derived from cu_seqlens (which the internal ops then also get, meaning per-sequence states).
+OptTensor checked_seq_idx(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                          const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+                          const OptTensor& initial_state, const OptTensor& seq_idx, const OptTensor& cu_seqlens) {
+  const char* op = "selective_scan";
+  check_not_both(op, seq_idx, cu_seqlens);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
+  return cu_seqlens ? OptTensor(seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen)) : seq_idx;
+}
+
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
                                const at::Tensor& A, const at::Tensor& B, const at::Tensor& C, const OptTensor& D,
                                const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-                               const OptTensor& initial_state, const OptTensor& seq_idx) {
+                               const OptTensor& initial_state, const OptTensor& seq_idx,
+                               const OptTensor& cu_seqlens) {
     const int64_t chunk_size = selective_scan_chunk_size(u.device().type());
-    auto [out, last_state, chunk_states] =
-        selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, chunk_size);
+    auto [out, last_state, chunk_states] = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                                              initial_state, seq_idx, chunk_size, cu_seqlens);
     ctx->save_for_backward({u, delta, A, B, C, D.value_or(at::Tensor()), z.value_or(at::Tensor()),
                             delta_bias.value_or(at::Tensor()), initial_state.value_or(at::Tensor()), chunk_states,
-                            seq_idx.value_or(at::Tensor())});
+                            seq_idx.value_or(at::Tensor()), cu_seqlens.value_or(at::Tensor())});
     ctx->saved_data["delta_softplus"] = delta_softplus;
     ctx->saved_data["chunk_size"] = chunk_size;
     ctx->set_materialize_grads(false);
@@ -54,7 +68,7 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
         dout, defined_or_none(grads[1]), u, saved[1], saved[2], saved[3], saved[4], defined_or_none(D),
         defined_or_none(z), defined_or_none(delta_bias), ctx->saved_data["delta_softplus"].toBool(),
         defined_or_none(initial), defined_or_none(saved[10]), saved[9], ctx->saved_data["chunk_size"].toInt(),
-        at::globalContext().deterministicAlgorithms());
+        at::globalContext().deterministicAlgorithms(), defined_or_none(saved[11]));
     const auto if_given = [](const at::Tensor& input, const at::Tensor& grad) {
       return input.defined() ? grad : at::Tensor();
     };
@@ -68,7 +82,8 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
             if_given(delta_bias, ddelta_bias),
             at::Tensor(),  // delta_softplus
             if_given(initial, dinitial),
-            at::Tensor()};  // seq_idx
+            at::Tensor(),   // seq_idx
+            at::Tensor()};  // cu_seqlens
   }
 };
 
@@ -76,10 +91,11 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, 
                                                            const at::Tensor& A, const at::Tensor& B,
                                                            const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                                            const OptTensor& delta_bias, bool delta_softplus,
-                                                           const OptTensor& initial_state, const OptTensor& seq_idx) {
-  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
-  auto outs =
-      SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx);
+                                                           const OptTensor& initial_state, const OptTensor& seq_idx,
+                                                           const OptTensor& cu_seqlens) {
+  const OptTensor ids = checked_seq_idx(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
+  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ids,
+                                           cu_seqlens);
   return {outs[0], outs[1]};
 }
 
@@ -89,11 +105,12 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor&
                                                                const at::Tensor& C, const OptTensor& D,
                                                                const OptTensor& z, const OptTensor& delta_bias,
                                                                bool delta_softplus, const OptTensor& initial_state,
-                                                               const OptTensor& seq_idx) {
-  check_scan_inputs("selective_scan", u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+                                                               const OptTensor& seq_idx,
+                                                               const OptTensor& cu_seqlens) {
+  const OptTensor ids = checked_seq_idx(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   auto [out, last_state, chunk_states] =
-      selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx,
-                         selective_scan_chunk_size(u.device().type()));
+      selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ids,
+                         selective_scan_chunk_size(u.device().type()), cu_seqlens);
   return {out, last_state};
 }
 

@@ -3,6 +3,8 @@
 // memory beyond inputs and outputs is chunk_states plus a chunk of scratch per thread. Tasks as in the
 // forward (cpu_rows.h). Gradients summed over channels or batch go to per-task partial buffers reduced
 // afterwards in a fixed order, so results are deterministic for a given thread count (no atomics).
+// With per-sequence states (cu_seqlens) a sequence start emits the carried gradient as that sequence's
+// dinitial_state row and then carries the previous sequence's dlast_state row (instead of zero).
 // Instantiations: 4 input dtypes.
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cu_seqlens.h"
 #include "selective_scan/cpu_chunk.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
@@ -73,17 +76,41 @@ void input_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t 
   }
 }
 
+// Row `row` of a (rows, dim, N) state tensor for channel d, into Np padded values (zeros when src is null).
+template <typename acc_t>
+void load_state_row(const void* src, int64_t row, int64_t dim, int64_t d, int64_t N, int64_t Np, acc_t* dst) {
+  if (src) {
+    const auto* from = static_cast<const acc_t*>(src) + (row * dim + d) * N;
+    std::copy(from, from + N, dst);
+  } else {
+    std::fill(dst, dst + N, acc_t(0));
+  }
+  std::fill(dst + N, dst + Np, acc_t(0));
+}
+
+template <typename acc_t>
+void store_state_row(const acc_t* src, int64_t row, int64_t dim, int64_t d, int64_t N, void* dst) {
+  std::copy(src, src + N, static_cast<acc_t*>(dst) + (row * dim + d) * N);
+}
+
 template <typename input_t, typename acc_t>
 void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_t splits, Scratch<acc_t> s,
                    const Partials& out) {
   const int64_t T = p.chunk_size, N = p.dstate, Np = cpu::round_up(N, cpu::Simd<acc_t>::kWidth);
   const int64_t K = r.d_end - r.d_begin, row0 = r.b * p.dim + r.d_begin;
+  // Per-sequence states of an empty row: dinitial_state was filled with dlast_state (or zeros) beforehand;
+  // only the zero parameter gradients remain to be written.
+  const bool no_state_rows = p.per_sequence_states && p.seqlen == 0;
+  // Rows of the states the row starts from and ends in (differ from row0 with per-sequence states).
+  const int64_t first0 = no_state_rows ? row0 : cpu::state_row(p, r.b, 0) * p.dim + r.d_begin;
+  const int64_t last0 =
+      no_state_rows ? row0 : cpu::state_row(p, r.b, std::max<int64_t>(p.seqlen - 1, 0)) * p.dim + r.d_begin;
   const auto* chunk_states = static_cast<const acc_t*>(p.chunk_states_ptr);
-  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0), zeros(Np, 0);
+  std::vector<acc_t> dD(K, 0), ddelta_bias(K, 0), h0(Np, 0), h_start(Np, 0);
   cpu::Pieces pieces;
   cpu::load_task_parameters(p, r, Np, s.A, s.B_rows, s.C_rows);
-  if (p.dlast_state_ptr) {
-    cpu::load_padded_rows(p.dlast_state_ptr, row0, K, N, Np, s.g_next);
+  if (p.dlast_state_ptr && !no_state_rows) {
+    cpu::load_padded_rows(p.dlast_state_ptr, last0, K, N, Np, s.g_next);
   } else {
     std::fill(s.g_next, s.g_next + K * Np, acc_t(0));
   }
@@ -115,10 +142,17 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
       acc_t* dB = cpu::row_operand(p.is_variable_B, s.dB_chunk, s.dB_rows, k, Np, &Bs);
       acc_t* dC = cpu::row_operand(p.is_variable_C, s.dC_chunk, s.dC_rows, k, Np, &Cs);
       const acc_t* A = s.A + k * Np;
-      // The state entering piece i: zero at a sequence start, else the saved state or the last recomputed one.
+      // The state entering piece i: at a sequence start zero (with per-sequence states: that sequence's
+      // initial state, loaded into h_start for the one call that reads it), else the saved state or the last
+      // recomputed one.
       const auto piece_h0 = [&](int64_t i) {
         const int64_t ts = pieces.start[i];
-        return pieces.restart[i] ? zeros.data() : (ts == 0 ? h0.data() : s.hs + (ts - 1) * Np);
+        if (pieces.restart[i]) {
+          const void* init = p.per_sequence_states ? p.initial_state_ptr : nullptr;
+          load_state_row(init, cpu::state_row(p, r.b, t0 + ts), p.dim, d, N, Np, h_start.data());
+          return static_cast<const acc_t*>(h_start.data());
+        }
+        return static_cast<const acc_t*>(ts == 0 ? h0.data() : s.hs + (ts - 1) * Np);
       };
       for (int64_t i = 0; i < pieces.count(); ++i) {
         const int64_t ts = pieces.start[i];
@@ -132,7 +166,16 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
         cpu::scan_chunk_reverse<acc_t>(pieces.length(i), Np, s.dt + ts, s.u + ts, s.dtu + ts, s.dy + ts, B + ts * Bs,
                                        Bs, C + ts * Cs, Cs, A, piece_h0(i), s.hs + ts * Np, s.as + ts * Np, g_next,
                                        dB + ts * Bs, dC + ts * Cs, s.dA + k * Np, s.ddt + ts, s.du_scan + ts);
-        if (pieces.restart[i]) std::fill(g_next, g_next + Np, acc_t(0));  // nothing flows into the previous sequence
+        if (pieces.restart[i]) {
+          // Nothing flows into the previous sequence; with per-sequence states g_next is this sequence's
+          // dinitial_state, and the previous sequence's end receives its own dlast_state.
+          if (p.per_sequence_states) {
+            store_state_row(g_next, cpu::state_row(p, r.b, t0 + ts), p.dim, d, N, p.dinitial_state_ptr);
+            load_state_row(p.dlast_state_ptr, cpu::state_row(p, r.b, t0 + ts - 1), p.dim, d, N, Np, g_next);
+          } else {
+            std::fill(g_next, g_next + Np, acc_t(0));
+          }
+        }
       }
       input_backward<input_t>(p, r.b, d, t0, len, len_v, s, &ddelta_bias[k]);
     }
@@ -145,15 +188,15 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
     }
   }
   // Per-channel results, unpadded. Constant dB/dC partials are (batch, dim, N).
-  const auto unpad = [&](const acc_t* src, void* dst) {
+  const auto unpad = [&](const acc_t* src, void* dst, int64_t first_row) {
     for (int64_t k = 0; k < K; ++k) {
-      std::copy(src + k * Np, src + k * Np + N, static_cast<acc_t*>(dst) + (row0 + k) * N);
+      std::copy(src + k * Np, src + k * Np + N, static_cast<acc_t*>(dst) + (first_row + k) * N);
     }
   };
-  unpad(s.g_next, p.dinitial_state_ptr);
-  unpad(s.dA, out.dA.data_ptr());
-  if (!p.is_variable_B) unpad(s.dB_rows, out.dB.data_ptr());
-  if (!p.is_variable_C) unpad(s.dC_rows, out.dC.data_ptr());
+  if (!no_state_rows) unpad(s.g_next, p.dinitial_state_ptr, first0);
+  unpad(s.dA, out.dA.data_ptr(), row0);
+  if (!p.is_variable_B) unpad(s.dB_rows, out.dB.data_ptr(), row0);
+  if (!p.is_variable_C) unpad(s.dC_rows, out.dC.data_ptr(), row0);
   std::copy(dD.begin(), dD.end(), out.dD.data_ptr<acc_t>() + row0);
   std::copy(ddelta_bias.begin(), ddelta_bias.end(), out.ddelta_bias.data_ptr<acc_t>() + row0);
 }
@@ -166,10 +209,15 @@ GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_
                                  const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                  const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,
                                  const OptTensor& seq_idx, const at::Tensor& chunk_states, int64_t chunk_size,
-                                 bool /*deterministic*/) {
+                                 bool /*deterministic*/, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_bwd";
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  const ScanInputs in =
+      check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
+  if (cu_seqlens) {
+    MAMBA_CHECK(seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+    cpu_sequence_bounds(op, *cu_seqlens, in.seq_idx, in.seqlen.expect_int());
+  }
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
   const at::Tensor dout_t = time_contiguous(dout), states = chunk_states.contiguous();
   const OptTensor dlast = dlast_state ? OptTensor(dlast_state->contiguous()) : std::nullopt;
@@ -178,7 +226,11 @@ GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_
   const int64_t G = p.n_groups;
   at::Tensor du = at::empty({Bt, Dm, L}, u.options()), ddelta = at::empty({Bt, Dm, L}, u.options());
   at::Tensor dz = z ? at::empty({Bt, Dm, L}, u.options()) : at::empty({0}, u.options());
-  at::Tensor dinitial = at::empty({Bt, Dm, N}, state_opts);
+  at::Tensor dinitial = at::empty({p.state_rows, Dm, N}, state_opts);
+  // Per-sequence states: the kernel writes the rows of non-empty sequences; an empty one passes dlast_state on.
+  if (p.per_sequence_states) {
+    if (dlast) dinitial.copy_(*dlast); else dinitial.zero_();
+  }
   Partials part{at::empty({Bt, Dm, N}, state_opts), at::empty({Bt, Dm}, state_opts), at::empty({Bt, Dm}, state_opts),
                 p.is_variable_B ? at::empty({Bt, G, splits, N, L}, state_opts) : at::empty({Bt, Dm, N}, state_opts),
                 p.is_variable_C ? at::empty({Bt, G, splits, N, L}, state_opts) : at::empty({Bt, Dm, N}, state_opts)};

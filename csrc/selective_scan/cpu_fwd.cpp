@@ -1,7 +1,9 @@
 // CPU forward of the selective scan: out = (sum_n C h + D u) * silu(z), plus the last state and the state
 // entering every chunk of kCpuChunkSize steps (what the backward recomputes from; never all states).
 // Parallel over (batch, group, channel range) tasks with at::parallel_for; inside a task the recurrence
-// runs for W channels at once, one per vector lane (cpu_chunk.h, scan_chunk_forward_lanes).
+// runs for W channels at once, one per vector lane (cpu_chunk.h, scan_chunk_forward_lanes). With
+// per-sequence states (cu_seqlens) a sequence start saves the state reached so far as the previous
+// sequence's last_state row and reloads the new sequence's initial_state row.
 // Instantiations: 4 input dtypes x 4 (B, C input-dependent or constant).
 #include <ATen/Dispatch.h>
 #include <ATen/ops/empty.h>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "common/checks.h"
+#include "common/cu_seqlens.h"
 #include "selective_scan/cpu_chunk.h"
 #include "selective_scan/cpu_rows.h"
 #include "selective_scan/scan_args.h"
@@ -61,6 +64,24 @@ void store_lanes(const acc_t* lanes, int64_t count, int64_t N, acc_t* dst, int64
     for (int64_t n = 0; n < N; ++n) dst[l * row_stride + n] = lanes[n * W + l];
 }
 
+// At a sequence start (token t of batch row b): the lanes' state h (channels d0 .. d0 + count) becomes the
+// new sequence's initial state, or zero; with per-sequence states the state reached so far is first stored
+// as the previous sequence's last state.
+template <typename acc_t>
+void restart_lanes(const SelectiveScanParams& p, int64_t b, int64_t t, int64_t d0, int64_t count, acc_t* h) {
+  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  const int64_t N = p.dstate;
+  if (p.per_sequence_states) {
+    auto* last_state = static_cast<acc_t*>(p.last_state_ptr);
+    store_lanes(h, count, N, last_state + (cpu::state_row(p, b, t - 1) * p.dim + d0) * N, N);
+    if (p.initial_state_ptr) {
+      load_lanes(p.initial_state_ptr, cpu::state_row(p, b, t) * p.dim + d0, count, N, h);
+      return;
+    }
+  }
+  std::fill(h, h + N * W, acc_t(0));
+}
+
 // The recurrence over one piece of a chunk for one group, with B/C input-dependent or constant.
 template <typename acc_t>
 void scan_piece(const SelectiveScanParams& p, int64_t len, const acc_t* dt, const acc_t* dtu, const acc_t* B,
@@ -78,13 +99,18 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
                                    int64_t T) {
   constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
   const int64_t N = p.dstate, K = r.d_end - r.d_begin, groups = ceil_div(K, W), row0 = r.b * p.dim + r.d_begin;
+  // Per-sequence states of an empty row: last_state was filled with initial_state (or zeros) beforehand.
+  if (p.per_sequence_states && p.seqlen == 0) return;
+  // Rows of the states the row starts from and ends in (differ from row0 with per-sequence states).
+  const int64_t first0 = cpu::state_row(p, r.b, 0) * p.dim + r.d_begin;
+  const int64_t last0 = cpu::state_row(p, r.b, std::max<int64_t>(p.seqlen - 1, 0)) * p.dim + r.d_begin;
   for (int64_t g = 0; g < groups; ++g) {
     const int64_t d0 = r.d_begin + g * W, count = std::min(W, r.d_end - d0), off = g * N * W;
     load_lanes(p.A_ptr, d0, count, N, s.A + off);
     if (!p.is_variable_B) load_lanes(p.B_ptr, d0, count, N, s.B_lanes + off);
     if (!p.is_variable_C) load_lanes(p.C_ptr, d0, count, N, s.C_lanes + off);
     if (p.initial_state_ptr) {
-      load_lanes(p.initial_state_ptr, row0 + g * W, count, N, s.states + off);
+      load_lanes(p.initial_state_ptr, first0 + g * W, count, N, s.states + off);
     } else {
       std::fill(s.states + off, s.states + off + N * W, acc_t(0));
     }
@@ -112,7 +138,7 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
       const acc_t* C = p.is_variable_C ? s.C_chunk : s.C_lanes + off;
       for (int64_t i = 0; i < pieces.count(); ++i) {
         const int64_t ts = pieces.start[i];
-        if (pieces.restart[i]) std::fill(h, h + N * W, acc_t(0));
+        if (pieces.restart[i]) restart_lanes(p, r.b, t0 + ts, d0, count, h);
         scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
                    p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + off, h,
                    s.y_lanes + ts * W);
@@ -131,7 +157,7 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
   }
   auto* last_state = static_cast<acc_t*>(p.last_state_ptr);
   for (int64_t g = 0; g < groups; ++g) {
-    store_lanes(s.states + g * N * W, std::min(W, K - g * W), N, last_state + (row0 + g * W) * N, N);
+    store_lanes(s.states + g * N * W, std::min(W, K - g * W), N, last_state + (last0 + g * W) * N, N);
   }
 }
 
@@ -152,14 +178,23 @@ void forward_kernel(const SelectiveScanParams& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cpu(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_fwd";
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  const ScanInputs in =
+      check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   scan_num_chunks(op, in.seqlen, chunk_size);
+  if (cu_seqlens) {
+    MAMBA_CHECK(seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+    cpu_sequence_bounds(op, *cu_seqlens, in.seq_idx, in.seqlen.expect_int());
+  }
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
   const auto state_opts = u.options().dtype(in.state_dtype);
   at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, u.options());
-  at::Tensor last_state = at::empty({p.batch, p.dim, p.dstate}, state_opts);
+  at::Tensor last_state = at::empty({p.state_rows, p.dim, p.dstate}, state_opts);
+  // Per-sequence states: the kernel writes the rows of non-empty sequences; an empty one keeps its initial state.
+  if (p.per_sequence_states) {
+    if (in.initial_state) last_state.copy_(*in.initial_state); else last_state.zero_();
+  }
   at::Tensor chunk_states = at::empty({p.batch, p.dim, p.n_chunks, p.dstate}, state_opts);
   p.out_batch_stride = out.stride(0);
   p.out_dim_stride = out.stride(1);

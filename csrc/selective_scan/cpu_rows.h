@@ -92,7 +92,8 @@ inline void load_task_parameters(const SelectiveScanParams& p, const TaskRange& 
 
 // Packed sequences: splits the chunk [t0, t0 + len) of batch row b where seq_idx changes. Piece i covers
 // [start[i], start[i + 1]) (start.back() == len); restart[i] says it begins a new sequence, so the state
-// before it is zero and no gradient flows back across it. Without seq_idx the chunk is one piece.
+// before it is zero (with per-sequence states: that sequence's initial state) and no gradient flows back
+// across it. Without seq_idx the chunk is one piece.
 struct Pieces {
   std::vector<int64_t> start;
   std::vector<char> restart;
@@ -113,6 +114,12 @@ inline void split_at_sequence_starts(const SelectiveScanParams& p, int64_t b, in
     }
   }
   pieces.start.push_back(len);
+}
+
+// Row of initial_state / last_state (and of their gradients) holding the state of batch row b at token t:
+// with per-sequence states (cu_seqlens) the sequence of token t, else b.
+inline int64_t state_row(const SelectiveScanParams& p, int64_t b, int64_t t) {
+  return p.per_sequence_states ? p.seq_idx_ptr[b * p.seqlen + t] : b;
 }
 
 // B (or C) of channel k of a task for one chunk and its time stride: the transposed chunk (stride Np) for

@@ -1,6 +1,8 @@
 // CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_kernel.cuh on the
 // current stream, and the fixed-order sums of the per-block partial gradients. There are no atomics, so
 // the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs nothing.
+// cu_seqlens runs as its seq_idx; per-sequence states (an initial_state or a dlast_state) are rejected and
+// the per-sequence dinitial_state is not computed (NaN).
 // Instantiations: 3 input dtypes x 2 (K) x 2 (full, local) = 12 plus the split combine.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
@@ -11,6 +13,7 @@
 
 #include <array>
 
+#include "common/cu_seqlens.h"
 #include "selective_scan/bwd_kernel.cuh"
 #include "selective_scan/cuda_launch.h"
 
@@ -25,8 +28,13 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
                                   const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                   const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,
                                   const OptTensor& seq_idx, const at::Tensor& chunk_states, int64_t chunk_size,
-                                  bool /*deterministic*/) {
+                                  bool /*deterministic*/, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_bwd";
+  MAMBA_CHECK(!(cu_seqlens && (initial_state || dlast_state)), op,
+              "per-sequence states (cu_seqlens with initial_state or return_last_state) are CPU-only for now");
+  const int64_t n_seqs = cu_seqlens ? check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2))
+                                          .expect_int() : 0;
+  MAMBA_CHECK(!cu_seqlens || seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
   cuda::check_cuda_inputs(op, u, chunk_size);
   const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
@@ -39,10 +47,13 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   at::Tensor du = at::empty({Bt, Dm, L}, u.options()), ddelta = at::empty({Bt, Dm, L}, u.options());
   at::Tensor dz = z ? at::empty({Bt, Dm, L}, u.options()) : at::empty({0}, u.options());
   at::Tensor dinitial = at::empty({Bt, Dm, N}, f32);
+  const auto returned_dinitial = [&] {
+    return cu_seqlens ? per_sequence_states_not_computed(n_seqs, Dm, N, f32) : dinitial;
+  };
   if (Bt == 0 || Dm == 0 || L == 0) {
     if (dlast) dinitial.copy_(*dlast); else dinitial.zero_();
     return {du, ddelta, at::zeros({Dm, N}, f32), at::zeros_like(B), at::zeros_like(C), at::zeros({Dm}, f32), dz,
-            at::zeros({Dm}, f32), dinitial};
+            at::zeros({Dm}, f32), returned_dinitial()};
   }
   p.dout_batch_stride = dout_t.stride(0);
   p.dout_dim_stride = dout_t.stride(1);
@@ -107,7 +118,7 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
           dD_part.sum(kBatchAndSplit),
           dz,
           ddelta_bias_part.sum(kBatchAndSplit),
-          dinitial};
+          returned_dinitial()};
 }
 
 }  // namespace

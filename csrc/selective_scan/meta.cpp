@@ -11,13 +11,14 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_meta(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool /*delta_softplus*/,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_fwd";
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  const ScanInputs in =
+      check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   const c10::SymInt n_chunks = scan_num_chunks(op, in.seqlen, chunk_size);
   const auto state_opts = u.options().dtype(in.state_dtype);
   return {at::empty_symint({in.batch, in.dim, in.seqlen}, u.options()),
-          at::empty_symint({in.batch, in.dim, in.dstate}, state_opts),
+          at::empty_symint({in.state_rows, in.dim, in.dstate}, state_opts),
           at::empty_symint({in.batch, in.dim, n_chunks, in.dstate}, state_opts)};
 }
 
@@ -27,10 +28,10 @@ selective_scan_bwd_meta(const at::Tensor& dout, const OptTensor& dlast_state, co
                         const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                         const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool /*delta_softplus*/,
                         const OptTensor& initial_state, const OptTensor& seq_idx, const at::Tensor& chunk_states,
-                        int64_t chunk_size,
-                        bool /*deterministic*/) {
+                        int64_t chunk_size, bool /*deterministic*/, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_bwd";
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  const ScanInputs in =
+      check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
   const auto state_opts = u.options().dtype(in.state_dtype);
   const auto like_u = [&] { return at::empty_symint({in.batch, in.dim, in.seqlen}, u.options()); };
@@ -43,7 +44,7 @@ selective_scan_bwd_meta(const at::Tensor& dout, const OptTensor& dlast_state, co
           param({in.dim}),
           z ? like_u() : at::empty({0}, u.options()),
           param({in.dim}),
-          param({in.batch, in.dim, in.dstate})};
+          param({in.state_rows, in.dim, in.dstate})};
 }
 
 }  // namespace

@@ -5,7 +5,7 @@
 //   u, delta, z, out, dout, du, ddelta, dz   (batch, dim, seqlen)      strides *_batch_stride, *_dim_stride
 //   B, C input-dependent                     (batch, groups, N, seqlen) strides *_batch/group/dstate_stride
 //   B, C constant                            (dim, N) contiguous
-//   A, dA (dim, N); D, delta_bias (dim,); initial_state, last_state (batch, dim, N): contiguous
+//   A, dA (dim, N); D, delta_bias (dim,); initial_state, last_state (state_rows, dim, N): contiguous
 //   chunk_states (batch, dim, n_chunks, N) contiguous: the state entering each chunk of chunk_size steps
 #pragma once
 
@@ -17,6 +17,11 @@ struct SelectiveScanParams {
   int64_t batch = 0, dim = 0, seqlen = 0, dstate = 0, n_groups = 1;
   int64_t chunk_size = 0, n_chunks = 0;
   bool is_variable_B = true, is_variable_C = true, delta_softplus = false, deterministic = false;
+  // Rows of initial_state / last_state and their gradients: batch, or num_seqs with per-sequence states
+  // (cu_seqlens; batch is then 1). With per_sequence_states, seq_idx[t] is the sequence of token t, and
+  // each sequence starts from its own initial_state row and ends in its own last_state row.
+  int64_t state_rows = 0;
+  bool per_sequence_states = false;
 
   int64_t u_batch_stride = 0, u_dim_stride = 0;
   int64_t delta_batch_stride = 0, delta_dim_stride = 0;

@@ -1,6 +1,7 @@
 #include "selective_scan/scan_args.h"
 
 #include "common/checks.h"
+#include "common/cu_seqlens.h"
 
 namespace mamba_ext {
 namespace {
@@ -45,7 +46,8 @@ at::Tensor check_like_u(const char* op, const char* name, const at::Tensor& t, c
 ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& delta,
                              const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                              const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                             const OptTensor& initial_state, const OptTensor& seq_idx) {
+                             const OptTensor& initial_state, const OptTensor& seq_idx,
+                             const OptTensor& cu_seqlens) {
   ScanInputs in;
   check_rank(op, "u", u, 3);
   check_floating(op, "u", u);
@@ -74,9 +76,14 @@ ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tens
   if (D) in.D = check_param(op, "D", *D, in, {in.dim}, "(dim,)");
   if (delta_bias) in.delta_bias = check_param(op, "delta_bias", *delta_bias, in, {in.dim}, "(dim,)");
   if (z) in.z = check_like_u(op, "z", *z, in);
+  in.state_rows = in.batch;
+  if (cu_seqlens) {
+    in.state_rows = check_cu_seqlens(op, *cu_seqlens, u, "u", in.batch, in.seqlen);
+    in.cu_seqlens = cu_seqlens;
+  }
   if (initial_state) {
-    in.initial_state =
-        check_param(op, "initial_state", *initial_state, in, {in.batch, in.dim, in.dstate}, "(batch, dim, N)");
+    in.initial_state = check_param(op, "initial_state", *initial_state, in, {in.state_rows, in.dim, in.dstate},
+                                   cu_seqlens ? "(num_seqs, dim, N)" : "(batch, dim, N)");
   }
   if (seq_idx) {
     check_device(op, "seq_idx", *seq_idx, in.u);
@@ -132,6 +139,8 @@ SelectiveScanParams make_scan_params(const ScanInputs& in, bool delta_softplus, 
   p.delta_bias_ptr = in.delta_bias ? in.delta_bias->const_data_ptr() : nullptr;
   p.initial_state_ptr = in.initial_state ? in.initial_state->const_data_ptr() : nullptr;
   p.seq_idx_ptr = in.seq_idx ? in.seq_idx->const_data_ptr<int32_t>() : nullptr;
+  p.state_rows = in.state_rows.expect_int();
+  p.per_sequence_states = in.cu_seqlens.has_value();
   return p;
 }
 
@@ -139,7 +148,8 @@ void check_scan_grads(const char* op, const ScanInputs& in, const at::Tensor& do
                       const OptTensor& dlast_state, const at::Tensor& chunk_states, int64_t chunk_size) {
   check_like_u(op, "dout", dout, in);
   if (dlast_state) {
-    check_param(op, "dlast_state", *dlast_state, in, {in.batch, in.dim, in.dstate}, "(batch, dim, N)");
+    check_param(op, "dlast_state", *dlast_state, in, {in.state_rows, in.dim, in.dstate},
+                in.cu_seqlens ? "(num_seqs, dim, N)" : "(batch, dim, N)");
   }
   const c10::SymInt n_chunks = scan_num_chunks(op, in.seqlen, chunk_size);
   check_param(op, "chunk_states", chunk_states, in, {in.batch, in.dim, n_chunks, in.dstate},

@@ -14,10 +14,12 @@ using OptTensor = std::optional<at::Tensor>;
 
 // Validated inputs. B and C are 4-D (batch, groups, N, seqlen) views when input-dependent (a 3-D B is
 // viewed with groups = 1) and (dim, N) when constant; every (.., seqlen) tensor has unit time stride.
+// With cu_seqlens (per-sequence states, common/cu_seqlens.h) the states initial_state, last_state and their
+// gradients have one row per sequence instead of one per batch row: state_rows is num_seqs, else batch.
 struct ScanInputs {
   at::Tensor u, delta, A, B, C;
-  OptTensor D, z, delta_bias, initial_state, seq_idx;
-  c10::SymInt batch, dim, seqlen, dstate, n_groups = 1;  // symbolic under torch.compile
+  OptTensor D, z, delta_bias, initial_state, seq_idx, cu_seqlens;
+  c10::SymInt batch, dim, seqlen, dstate, n_groups = 1, state_rows;  // symbolic under torch.compile
   bool is_variable_B = true, is_variable_C = true;
   at::ScalarType state_dtype = at::kFloat;  // fp64 for fp64 inputs, else fp32
 };
@@ -25,7 +27,8 @@ struct ScanInputs {
 ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tensor& delta,
                              const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
                              const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                             const OptTensor& initial_state, const OptTensor& seq_idx = {});
+                             const OptTensor& initial_state, const OptTensor& seq_idx = {},
+                             const OptTensor& cu_seqlens = {});
 
 // Number of chunks the forward saves a state for: ceil(seqlen / chunk_size).
 c10::SymInt scan_num_chunks(const char* op, const c10::SymInt& seqlen, int64_t chunk_size);

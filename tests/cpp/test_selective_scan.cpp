@@ -120,3 +120,26 @@ CATCH_TEST_CASE("selective_scan rejects a bad argument with the op and argument 
   CATCH_CHECK_THROWS_WITH(mamba_ext::selective_scan(in.u, in.delta, in.A, in.B, in.C, bad_D),
                     Catch::Contains("mamba_ext.selective_scan: D must have shape"));
 }
+
+CATCH_TEST_CASE("selective_scan with cu_seqlens equals each sequence alone, with per-sequence states",
+                "[selective_scan]") {
+  torch::manual_seed(3);
+  const std::vector<int64_t> bounds = {0, 5, 5, 140, 150};  // an empty sequence, one across the CPU chunk
+  const int64_t n_seqs = static_cast<int64_t>(bounds.size()) - 1, dim = 4, N = 3;
+  Inputs in = random_inputs(1, dim, bounds.back(), N, 2, torch::kFloat);
+  in.h0 = torch::randn({n_seqs, dim, N}).requires_grad_();
+  const auto cu = torch::tensor(bounds, torch::kInt);
+  auto [out, last] = mamba_ext::selective_scan(in.u, in.delta, in.A, in.B, in.C, in.D, in.z, in.delta_bias, true,
+                                               in.h0, std::nullopt, cu);
+  CATCH_REQUIRE(last.sizes() == torch::IntArrayRef({n_seqs, dim, N}));
+  for (int64_t i = 0; i < n_seqs; ++i) {
+    const auto piece = [&](const torch::Tensor& t) { return t.narrow(-1, bounds[i], bounds[i + 1] - bounds[i]); };
+    auto [out_i, last_i] = mamba_ext::selective_scan(piece(in.u), piece(in.delta), in.A, piece(in.B), piece(in.C),
+                                                     in.D, piece(in.z), in.delta_bias, true, in.h0.narrow(0, i, 1));
+    if (out_i.numel() > 0) CATCH_CHECK(rel_err(piece(out), out_i) < 1e-6);
+    CATCH_CHECK(rel_err(last.narrow(0, i, 1), last_i) < 1e-6);
+  }
+  // The empty sequence passes the gradient of its last state straight to its initial state.
+  last.sum().backward();
+  CATCH_CHECK(torch::equal(in.h0.grad()[1], torch::ones({dim, N})));
+}
