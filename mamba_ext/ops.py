@@ -36,8 +36,9 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
             non-decreasing; empty sequences are allowed). Each sequence has its own states: initial_state is
             (num_seqs, dim, N), row i feeding sequence i, and last_state is (num_seqs, dim, N), row i the state
             after sequence i (an empty sequence returns its initial state, or zeros). The values are checked
-            on CPU tensors only, so that CUDA calls do not synchronize. Per-sequence states are CPU-only for
-            now: on CUDA, cu_seqlens with initial_state or return_last_state raises.
+            on CPU tensors only, so that CUDA calls do not synchronize. On CUDA the per-sequence last states
+            are computed for inference, without per-sequence initial states; an initial_state, or a
+            gradient flowing into those last states, raises there (CPU-only for now).
 
     fp64 inputs take fp64 parameters and states. Every tensor input gets a gradient, including
     initial_state, and a gradient flowing into the returned last_state is propagated.
@@ -45,10 +46,6 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
     Returns:
         out (batch, dim, seqlen) in u's dtype, or (out, last_state) when return_last_state.
     """
-    if cu_seqlens is not None and return_last_state and u.is_cuda:
-        # The op would return NaN in place of the per-sequence states it cannot compute on CUDA yet.
-        raise RuntimeError("mamba_ext.selective_scan: per-sequence states (cu_seqlens with initial_state or "
-                           "return_last_state) are CPU-only for now")
     out, last_state = torch.ops.mamba_ext.selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                                          initial_state, seq_idx, cu_seqlens)
     return (out, last_state) if return_last_state else out

@@ -1,6 +1,7 @@
 // Compile check of the torch-free CUDA kernel headers with plain nvcc (no CUDA torch needed): instantiates
 // every kernel the extension launches. Built by scripts/nvcc_check.sh for sm_80 and sm_90.
 #include "selective_scan/bwd_kernel.cuh"
+#include "selective_scan/final_states_kernel.cuh"
 #include "selective_scan/fwd_kernel.cuh"
 
 namespace mamba_ext::cuda {
@@ -8,7 +9,9 @@ namespace mamba_ext::cuda {
   template cudaError_t launch_selective_scan_fwd<T>(const SelectiveScanParams&, const ScanLayout&,           \
                                                     const ScanWork&, cudaStream_t);                         \
   template cudaError_t launch_selective_scan_bwd<T>(const SelectiveScanParams&, const ScanLayout&,           \
-                                                    const ScanWork&, cudaStream_t);
+                                                    const ScanWork&, cudaStream_t);                         \
+  template cudaError_t launch_sequence_final_states<T>(const SelectiveScanParams&, const int64_t*, int64_t,  \
+                                                       float*, cudaStream_t);
 MAMBA_INSTANTIATE(float)
 MAMBA_INSTANTIATE(__half)
 MAMBA_INSTANTIATE(__nv_bfloat16)

@@ -181,14 +181,40 @@ def test_cu_seqlens_without_states_runs_as_seq_idx(cu_device):
 
 
 @pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
-def test_cuda_rejects_per_sequence_states_clearly():
+@pytest.mark.parametrize("lengths", [(32, 0, 1, 31, 64, 100), (5, 300), (1,), (0, 7)], ids=str)
+@pytest.mark.parametrize("bc", ["constant", "variable", "grouped"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+def test_cuda_per_sequence_last_states(lengths, bc, dtype):
+    """On CUDA, cu_seqlens without initial states returns each sequence's last state (recomputed from the
+    saved tile states): equal to running each sequence alone, and to the CPU kernels. Sequences start and end
+    at and between the 32-step tiles; one is empty."""
+    kw = packed_inputs(lengths, bc, dtype, "cuda", states=False)
+    kw["return_last_state"] = True
+    cu = cu_of(lengths, "cuda")
+    with torch.no_grad():
+        out, last = mamba_ext.selective_scan(**kw, cu_seqlens=cu)
+        alone_out, alone_last = each_sequence_alone(mamba_ext.selective_scan, lengths)(**kw)
+        cpu_out, cpu_last = mamba_ext.selective_scan(**cast_inputs(kw, torch.float32), cu_seqlens=cu.cpu())
+    assert last.shape == (len(lengths), 4, 4) and last.dtype == torch.float32
+    tol = 2e-5 if dtype == torch.float32 else 1e-2  # bf16: the packed and the alone runs round differently
+    assert rel_err(last, alone_last) < tol and rel_err(out, alone_out) < tol
+    assert rel_err(last, cpu_last) < (2e-5 if dtype == torch.float32 else 1e-2)
+
+
+@pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
+def test_cuda_rejects_per_sequence_initial_states_and_their_gradients_clearly():
     lengths = (8, 12)
     kw = packed_inputs(lengths, "variable", torch.float32, "cuda")
-    message = r"per-sequence states \(cu_seqlens with initial_state or return_last_state\) are CPU-only"
-    with pytest.raises(RuntimeError, match=r"mamba_ext\.selective_scan(_fwd)?: " + message):
-        mamba_ext.selective_scan(**{**kw, "return_last_state": False}, cu_seqlens=cu_of(lengths, "cuda"))
-    with pytest.raises(RuntimeError, match=r"mamba_ext\.selective_scan: " + message):
-        mamba_ext.selective_scan(**{**kw, "initial_state": None}, cu_seqlens=cu_of(lengths, "cuda"))
+    with pytest.raises(RuntimeError, match=r"mamba_ext\.selective_scan_fwd: per-sequence initial states "
+                                           r"\(cu_seqlens with initial_state\) are CPU-only"):
+        mamba_ext.selective_scan(**kw, cu_seqlens=cu_of(lengths, "cuda"))
+    run = lambda: mamba_ext.selective_scan(**{**kw, "initial_state": None}, cu_seqlens=cu_of(lengths, "cuda"))  # noqa: E731
+    out, last = run()
+    with pytest.raises(RuntimeError, match=r"mamba_ext\.selective_scan_bwd: gradients through per-sequence states"):
+        (out.sum() + last.sum()).backward()
+    out, last = run()
+    out.sum().backward()  # without a gradient into the last states the backward runs
+    assert torch.isfinite(kw["u"].grad).all()
 
 
 def test_cu_seqlens_gradcheck():

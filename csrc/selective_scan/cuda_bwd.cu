@@ -31,7 +31,8 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
                                   bool /*deterministic*/, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_bwd";
   MAMBA_CHECK(!(cu_seqlens && (initial_state || dlast_state)), op,
-              "per-sequence states (cu_seqlens with initial_state or return_last_state) are CPU-only for now");
+              "gradients through per-sequence states (cu_seqlens with initial_state, or a gradient flowing into "
+              "the per-sequence last states) are CPU-only for now");
   const int64_t n_seqs = cu_seqlens ? check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2))
                                           .expect_int() : 0;
   MAMBA_CHECK(!cu_seqlens || seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");

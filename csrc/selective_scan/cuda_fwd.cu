@@ -1,14 +1,17 @@
 // CUDA forward of mamba_ext::selective_scan_fwd: checks, allocation and the launch of fwd_kernel.cuh on
 // the current stream of u's device. Instantiations: 3 input dtypes x 2 (K) x 2 (split pass) = 12 scan
-// kernels plus the split combine (see launch_selective_scan_fwd). cu_seqlens runs as its seq_idx; the
-// per-sequence initial states are rejected and the per-sequence last states are not computed (NaN).
+// kernels plus the split combine (see launch_selective_scan_fwd). cu_seqlens runs as its seq_idx, and the
+// per-sequence last states come from final_states_kernel.cuh (3 more); per-sequence initial states are
+// rejected (CPU-only for now).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
 #include "common/cu_seqlens.h"
 #include "selective_scan/cuda_launch.h"
+#include "selective_scan/final_states_kernel.cuh"
 #include "selective_scan/fwd_kernel.cuh"
 
 namespace mamba_ext {
@@ -20,7 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
     const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_fwd";
   MAMBA_CHECK(!(cu_seqlens && initial_state), op,
-              "per-sequence states (cu_seqlens with initial_state or return_last_state) are CPU-only for now");
+              "per-sequence initial states (cu_seqlens with initial_state) are CPU-only for now");
   const int64_t n_seqs = cu_seqlens ? check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2))
                                           .expect_int() : 0;
   MAMBA_CHECK(!cu_seqlens || seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
@@ -32,12 +35,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, u.options());
   at::Tensor last_state = at::empty({p.batch, p.dim, p.dstate}, f32);
   at::Tensor chunk_states = at::empty({p.batch, p.dim, p.n_chunks, p.dstate}, f32);
-  const auto returned_state = [&] {
-    return cu_seqlens ? per_sequence_states_not_computed(n_seqs, p.dim, p.dstate, f32) : last_state;
-  };
   if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) {
     if (in.initial_state) last_state.copy_(*in.initial_state); else last_state.zero_();
-    return {out, returned_state(), chunk_states};
+    return {out, cu_seqlens ? at::zeros({n_seqs, p.dim, p.dstate}, f32) : last_state, chunk_states};
   }
   p.out_batch_stride = out.stride(0);
   p.out_dim_stride = out.stride(1);
@@ -63,7 +63,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
     using input_t = std::remove_pointer_t<decltype(tag)>;
     cuda::check_launch(op, cuda::launch_selective_scan_fwd<input_t>(p, layout, work, stream));
   });
-  return {out, returned_state(), chunk_states};
+  if (!cu_seqlens) return {out, last_state, chunk_states};
+  // Per-sequence final states (no initial states here): recomputed from the saved chunk states.
+  at::Tensor final_states = at::empty({n_seqs, p.dim, p.dstate}, f32);
+  const at::Tensor bounds = cu_seqlens->to(at::kLong).contiguous();
+  cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
+    using input_t = std::remove_pointer_t<decltype(tag)>;
+    cuda::check_launch(op, cuda::launch_sequence_final_states<input_t>(p, bounds.const_data_ptr<int64_t>(), n_seqs,
+                                                                      final_states.data_ptr<float>(), stream));
+  });
+  return {out, final_states, chunk_states};
 }
 
 }  // namespace
