@@ -583,3 +583,25 @@ def test_update_bad_inputs(i, device):
 def test_update_empty_batch(device):
     kw = make_update_inputs(0, 4, 4, 3, 1, torch.float32, device)
     assert mamba_ext.causal_conv1d_update(**kw).shape == (0, 4, 1)
+
+
+@pytest.mark.parametrize("width", [2, 3, 4])
+@pytest.mark.parametrize("seq", [False, True])
+def test_memory_past_the_row_is_never_read(width, seq, device):
+    """x is a view into rows padded with NaN past seqlen: no output or gradient may see the padding. (The CUDA
+    kernels once read halo inputs past the end for threads with no steps of their own; the NaN there times a
+    zero gradient made the weight gradient NaN.)"""
+    padded = torch.full((2, 8, 600), float("nan"), device=device)
+    padded[..., :5] = torch.randn(2, 8, 5, device=device)
+    x = padded[..., :5].requires_grad_()
+    w = torch.randn(8, width, device=device, requires_grad=True)
+    b = torch.randn(8, device=device, requires_grad=True)
+    seq_idx = torch.tensor([[0, 0, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.int32, device=device) if seq else None
+    out = mamba_ext.causal_conv1d(x, w, b, "silu", seq_idx=seq_idx)
+    grads = torch.autograd.grad(out.square().sum(), (x, w, b))
+    xr, wr, br = (t.detach().double().cpu().requires_grad_() for t in (x, w, b))
+    ref = causal_conv1d_ref(xr, wr, br, "silu", seq_idx=None if seq_idx is None else seq_idx.cpu())
+    ref_grads = torch.autograd.grad(ref.square().sum(), (xr, wr, br))
+    assert rel_err(out, ref) < 1e-5
+    for g, r in zip(grads, ref_grads):
+        assert torch.isfinite(g).all() and rel_err(g, r) < 1e-5

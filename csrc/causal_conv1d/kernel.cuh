@@ -50,16 +50,20 @@ __device__ __forceinline__ void load_weights(const CausalConv1dParams& p, int64_
   bias = p.bias_ptr ? static_cast<const float*>(p.bias_ptr)[d] : 0.f;
 }
 
-// The input at time position pos < seqlen of the block's row; negative positions read the initial states.
+// The input at time position pos of the block's row; negative positions read the initial states, positions
+// past the end are zero. (Lane 0 of a warp whose steps all lie past the end asks for its halo there: reading
+// x there was out of bounds, and its garbage times a zero gradient made NaN weight gradients.)
 template <typename input_t, int kWidth>
 __device__ __forceinline__ float input_at(const CausalConv1dParams& p, const input_t* x_row, int64_t row, int64_t pos) {
-  if (pos >= 0) return to_float(x_row[pos]);
+  if (pos >= 0) return pos < p.seqlen ? to_float(x_row[pos]) : 0.f;
   const auto* init = static_cast<const input_t*>(p.initial_states_ptr);
   return init ? to_float(init[row * (kWidth - 1) + (kWidth - 1) + pos]) : 0.f;
 }
 
-// Sequence id of time position pos < seqlen (the initial states belong to the row's first sequence).
-__device__ __forceinline__ int32_t seq_at(const int32_t* seq_row, int64_t pos) { return seq_row[pos < 0 ? 0 : pos]; }
+// Sequence id of time position pos (the initial states belong to the row's first sequence; -1 past the end).
+__device__ __forceinline__ int32_t seq_at(const int32_t* seq_row, int64_t pos, int64_t seqlen) {
+  return pos >= seqlen ? -1 : seq_row[pos < 0 ? 0 : pos];
+}
 
 // The thread's register window: win[i] and sid[i] hold the input and sequence id at time t_own - kHalo + i,
 // for i < kHalo + kConvElts + kAfter. Past seqlen: input 0, id -1. sid is filled only when seq_row is set.
@@ -95,7 +99,7 @@ __device__ __forceinline__ void load_window(const CausalConv1dParams& p, const C
 #pragma unroll
     for (int i = 0; i < kHalo; ++i) {
       const int32_t v = __shfl_up_sync(kFullMask, ids[E - kHalo + i], 1);
-      sid[i] = lane > 0 ? v : seq_at(seq_row, t_own - kHalo + i);
+      sid[i] = lane > 0 ? v : seq_at(seq_row, t_own - kHalo + i, L);
     }
 #pragma unroll
     for (int i = 0; i < kAfter; ++i) {
@@ -145,7 +149,7 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_fwd_kernel(const C
   // last token.
   if (blk.c == p.n_chunks - 1 && threadIdx.x < kHalo) {
     const int64_t pos = p.seqlen - kHalo + threadIdx.x;
-    const bool visible = !seq_row || seq_at(seq_row, pos) == seq_row[p.seqlen - 1];
+    const bool visible = !seq_row || seq_at(seq_row, pos, p.seqlen) == seq_row[p.seqlen - 1];
     const float v = visible ? input_at<input_t, kWidth>(p, x_row, blk.row, pos) : 0.f;
     static_cast<input_t*>(p.final_states_ptr)[blk.row * kHalo + threadIdx.x] = from_float<input_t>(v);
   }
