@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh) and runs every test: pytest (CUDA tests skip without a GPU), the C++ Catch2
-# tests through CTest, and an nvcc compile check of the CUDA kernel sources when nvcc exists.
+# tests through CTest, and nvcc compile checks of the CUDA kernels and their host wrappers when nvcc exists.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

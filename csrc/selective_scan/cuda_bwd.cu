@@ -33,9 +33,7 @@ GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   MAMBA_CHECK(!(cu_seqlens && (initial_state || dlast_state)), op,
               "gradients through per-sequence states (cu_seqlens with initial_state, or a gradient flowing into "
               "the per-sequence last states) are CPU-only for now");
-  const int64_t n_seqs = cu_seqlens ? check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2))
-                                          .expect_int() : 0;
-  MAMBA_CHECK(!cu_seqlens || seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+  const int64_t n_seqs = cuda::num_packed_sequences(op, u, seq_idx, cu_seqlens);
   cuda::check_cuda_inputs(op, u, chunk_size);
   const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);

@@ -9,7 +9,6 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include "common/cu_seqlens.h"
 #include "selective_scan/cuda_launch.h"
 #include "selective_scan/final_states_kernel.cuh"
 #include "selective_scan/fwd_kernel.cuh"
@@ -24,9 +23,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   const char* op = "selective_scan_fwd";
   MAMBA_CHECK(!(cu_seqlens && initial_state), op,
               "per-sequence initial states (cu_seqlens with initial_state) are CPU-only for now");
-  const int64_t n_seqs = cu_seqlens ? check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2))
-                                          .expect_int() : 0;
-  MAMBA_CHECK(!cu_seqlens || seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+  const int64_t n_seqs = cuda::num_packed_sequences(op, u, seq_idx, cu_seqlens);
   cuda::check_cuda_inputs(op, u, chunk_size);
   const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
   const c10::cuda::CUDAGuard guard(u.device());

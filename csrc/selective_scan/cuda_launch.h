@@ -8,6 +8,7 @@
 #include <initializer_list>
 
 #include "common/checks.h"
+#include "common/cu_seqlens.h"
 #include "selective_scan/scan_args.h"
 #include "selective_scan/scan_common.cuh"
 
@@ -19,6 +20,14 @@ inline void check_cuda_inputs(const char* op, const at::Tensor& u, int64_t chunk
               "float16 or bfloat16 on CUDA, or run float64 on the CPU");
   MAMBA_CHECK(chunk_size == kTile, op, "chunk_size must be ", kTile, " on CUDA (the kernels' tile length), got ",
               chunk_size);
+}
+
+// cu_seqlens reaching the internal ops: checked, with the seq_idx derived from it; returns num_seqs (0 without).
+inline int64_t num_packed_sequences(const char* op, const at::Tensor& u, const OptTensor& seq_idx,
+                                    const OptTensor& cu_seqlens) {
+  if (!cu_seqlens) return 0;
+  MAMBA_CHECK(seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+  return check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2)).expect_int();
 }
 
 inline void check_launch(const char* op, cudaError_t err) {
