@@ -1,4 +1,5 @@
 """Shared pytest fixtures: the device list (CUDA skipped cleanly without a GPU or a CUDA build) and seeding."""
+import itertools
 import os
 
 import pytest
@@ -51,3 +52,8 @@ def forward_and_grads(fn, kw, grad_seed):
                           if isinstance(v, torch.Tensor) and v.is_floating_point() and v.requires_grad])
     grads = torch.autograd.grad(sum((o * c).sum() for o, c in zip(outs, cotangents)), inputs)
     return outs, dict(zip(names, grads))
+
+
+def cu_of(lengths, device, dtype=torch.int32):
+    """cu_seqlens of packed sequences of these lengths: (len(lengths) + 1,) cumulative offsets from 0."""
+    return torch.tensor([0] + list(itertools.accumulate(lengths)), dtype=dtype, device=device)

@@ -1,6 +1,5 @@
 """causal_conv1d and causal_conv1d_update against the pure-PyTorch references: values, all gradients,
 gradcheck, opcheck, torch.compile, packed sequences (seq_idx, cu_seqlens), bad inputs."""
-import itertools
 from dataclasses import dataclass, replace
 
 import pytest
@@ -8,7 +7,7 @@ import torch
 from torch.library import opcheck
 
 import mamba_ext
-from conftest import cuda_ready, forward_and_grads, rel_err
+from conftest import cu_of, cuda_ready, forward_and_grads, rel_err
 from mamba_ext.reference import causal_conv1d_ref, causal_conv1d_update_ref
 
 SEQLENS = (1, 7, 130, 1030)  # straddle the CUDA kernels' 1024-step chunks
@@ -317,10 +316,6 @@ def test_bad_inputs_name_op_and_argument(i, device):
 # ------------------------------------------------------------------------------------------- cu_seqlens
 # Sequences given by their boundaries, each with its own initial and final states. Per-sequence states are
 # CPU-only for now; on CUDA a plain cu_seqlens (no states) runs as its seq_idx.
-
-def cu_of(lengths, device, dtype=torch.int32):
-    return torch.tensor([0] + list(itertools.accumulate(lengths)), dtype=dtype, device=device)
-
 
 def packed_conv_inputs(lengths, width, dtype, device, states=True):
     """causal_conv1d kwargs of one packed row (batch 1), with per-sequence initial states when states."""

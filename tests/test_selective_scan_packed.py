@@ -4,7 +4,6 @@ seq_idx runs on CPU and CUDA (the CUDA cases use few channels, so the kernels cu
 splits and sequence starts fall inside and at the edges of splits and tiles). Per-sequence states
 (cu_seqlens with initial/final states) are CPU-only for now; CUDA rejects them clearly (tested below).
 """
-import itertools
 
 import pytest
 import torch
@@ -12,7 +11,7 @@ import torch
 import mamba_ext
 from mamba_ext.reference import selective_scan_ref
 from scan_cases import ScanCase, cast_inputs, make_inputs, tensor_args
-from conftest import DEVICES, cuda_ready, forward_and_grads, rel_err
+from conftest import DEVICES, cu_of, cuda_ready, forward_and_grads, rel_err
 
 OP = torch.ops.mamba_ext
 
@@ -94,10 +93,6 @@ def test_bad_seq_idx(bad, message):
 # ------------------------------------------------------------------------------------------- cu_seqlens
 # Sequences given by their boundaries, each with its own initial and final state. Per-sequence states are
 # CPU-only for now; on CUDA a plain cu_seqlens (no states) runs as its seq_idx where the kernels take one.
-
-def cu_of(lengths, device, dtype=torch.int32):
-    return torch.tensor([0] + list(itertools.accumulate(lengths)), dtype=dtype, device=device)
-
 
 def packed_inputs(lengths, bc, dtype, device, states=True):
     """selective_scan kwargs of one packed row (batch 1) with per-sequence initial states when states."""
