@@ -201,10 +201,7 @@ void backward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, int64_
   std::copy(ddelta_bias.begin(), ddelta_bias.end(), out.ddelta_bias.data_ptr<acc_t>() + row0);
 }
 
-using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                             at::Tensor, at::Tensor>;
-
-GradTuple selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
+ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
                                  const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                                  const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                  const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,

@@ -20,10 +20,7 @@
 namespace mamba_ext {
 namespace {
 
-using GradTuple = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
-                             at::Tensor, at::Tensor>;
-
-GradTuple selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
+ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast_state, const at::Tensor& u,
                                   const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
                                   const at::Tensor& C, const OptTensor& D, const OptTensor& z,
                                   const OptTensor& delta_bias, bool delta_softplus, const OptTensor& initial_state,

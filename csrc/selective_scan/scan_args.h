@@ -5,6 +5,7 @@
 #include <ATen/core/Tensor.h>
 
 #include <optional>
+#include <tuple>
 
 #include "selective_scan/params.h"
 
@@ -35,6 +36,10 @@ c10::SymInt scan_num_chunks(const char* op, const c10::SymInt& seqlen, int64_t c
 
 // Sizes, strides and input pointers of real (not fake) tensors. Output pointers are left to the backend.
 SelectiveScanParams make_scan_params(const ScanInputs& in, bool delta_softplus, int64_t chunk_size);
+
+// What every backend's selective_scan_bwd returns: du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state.
+using ScanGrads = std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,
+                             at::Tensor, at::Tensor>;
 
 // Checks the backward-only arguments (dout, dlast_state, chunk_states) against the forward inputs.
 void check_scan_grads(const char* op, const ScanInputs& in, const at::Tensor& dout,
