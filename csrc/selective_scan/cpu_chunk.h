@@ -46,6 +46,32 @@ struct Simd {
   }
 };
 
+// In-register transpose of a W x W block held as W vectors (W = the vector width): v[i][j] <-> v[j][i].
+// Level s exchanges bit s of the row index with bit s of the column index (the off-diagonal s x s blocks
+// of every 2s x 2s block); the levels commute and together transpose. W log2(W) two-input shuffles (64 for
+// 16 floats) instead of W * W scalar loads and stores.
+template <typename T>
+MAMBA_INLINE void transpose_block(typename Simd<T>::vec (&v)[Simd<T>::kWidth]) {
+  constexpr int64_t W = Simd<T>::kWidth;
+  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> index_t;
+  typedef index_t index_vec __attribute__((vector_size(64)));
+#pragma GCC unroll 4
+  for (int64_t s = W / 2; s >= 1; s /= 2) {
+    index_vec keep_low{}, keep_high{};  // indices >= W pick from the second operand
+    for (int64_t c = 0; c < W; ++c) {
+      keep_low[c] = static_cast<index_t>((c & s) ? W + c - s : c);
+      keep_high[c] = static_cast<index_t>((c & s) ? W + c : c + s);
+    }
+#pragma GCC unroll 16
+    for (int64_t i = 0; i < W; ++i) {
+      if (i & s) continue;
+      const auto a = v[i], b = v[i + s];
+      v[i] = __builtin_shuffle(a, b, keep_low);
+      v[i + s] = __builtin_shuffle(a, b, keep_high);
+    }
+  }
+}
+
 // n rounded up to a multiple of width (the padded state size, or a chunk length in whole vectors).
 inline int64_t round_up(int64_t n, int64_t width) { return (n + width - 1) / width * width; }
 

@@ -39,12 +39,31 @@ struct ForwardScratch {
   static int64_t size(int64_t groups, int64_t T, int64_t N) { return 4 * groups * N * W + 2 * T * N + 9 * T * W; }
 };
 
-// rows[l * T + t] -> lanes[t * W + l] for t < len; lanes l >= count get zeros.
+// rows[l * T + t] -> lanes[t * W + l] for t < len, in W x W blocks (T is a multiple of W, so whole blocks
+// stay inside both buffers); lanes l >= count get zeros.
 template <typename acc_t>
-void rows_to_lanes(const acc_t* rows, int64_t T, int64_t len, int64_t count, acc_t* lanes) {
-  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
-  for (int64_t t = 0; t < len; ++t)
-    for (int64_t l = 0; l < W; ++l) lanes[t * W + l] = l < count ? rows[l * T + t] : acc_t(0);
+MAMBA_INLINE void rows_to_lanes(const acc_t* rows, int64_t T, int64_t len, int64_t count, acc_t* lanes) {
+  using S = cpu::Simd<acc_t>;
+  constexpr int64_t W = S::kWidth;
+  for (int64_t t0 = 0; t0 < len; t0 += W) {
+    typename S::vec v[W];
+    for (int64_t l = 0; l < W; ++l) v[l] = l < count ? S::load(rows + l * T + t0) : typename S::vec{};
+    cpu::transpose_block<acc_t>(v);
+    for (int64_t j = 0; j < W; ++j) S::store(lanes + (t0 + j) * W, v[j]);
+  }
+}
+
+// The inverse: lanes[t * W + l] -> rows[l * T + t] for t < len and the first count rows.
+template <typename acc_t>
+MAMBA_INLINE void lanes_to_rows(const acc_t* lanes, int64_t T, int64_t len, int64_t count, acc_t* rows) {
+  using S = cpu::Simd<acc_t>;
+  constexpr int64_t W = S::kWidth;
+  for (int64_t t0 = 0; t0 < len; t0 += W) {
+    typename S::vec v[W];
+    for (int64_t j = 0; j < W; ++j) v[j] = S::load(lanes + (t0 + j) * W);
+    cpu::transpose_block<acc_t>(v);
+    for (int64_t l = 0; l < count; ++l) S::store(rows + l * T + t0, v[l]);
+  }
 }
 
 // A (dim, N) parameter or (batch, dim, N) state, rows first .. first + count, as N x W lanes.
@@ -143,10 +162,10 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
                    p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + off, h,
                    s.y_lanes + ts * W);
       }
+      lanes_to_rows(s.y_lanes, T, len, count, s.y);
       for (int64_t l = 0; l < count; ++l) {
         const int64_t d = d0 + l;
         acc_t* y = s.y + l * T;
-        for (int64_t t = 0; t < len; ++t) y[t] = s.y_lanes[t * W + l];
         if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
         const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
         cpu::gate_forward<acc_t>(len_v, D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
