@@ -185,12 +185,6 @@ __device__ __forceinline__ void softplus_and_grad(float x, float& dt, float& dsp
   dsp = x > 20.f ? 1.f : __fdividef(e, 1.f + e);
 }
 
-// Sum over the P lanes of a channel (P consecutive lanes, P a power of two).
-__device__ __forceinline__ float channel_sum(float v, int P) {
-  for (int off = 1; off < P; off <<= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
-  return v;
-}
-
 // Eight consecutive time steps of one row, the unit of every global load and store: one 16-byte access
 // per array for 2-byte dtypes (two for fp32) when the layout allows it (ScanLayout::vec_io).
 template <typename T>
