@@ -212,7 +212,7 @@ ScanGrads selective_scan_bwd_cpu(const at::Tensor& dout, const OptTensor& dlast_
       check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
   if (cu_seqlens) {
-    MAMBA_CHECK(seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+    check_ids_with_cu_seqlens(op, seq_idx);
     cpu_sequence_bounds(op, *cu_seqlens, in.seq_idx, in.seqlen.expect_int());
   }
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);

@@ -26,7 +26,7 @@ inline void check_cuda_inputs(const char* op, const at::Tensor& u, int64_t chunk
 inline int64_t num_packed_sequences(const char* op, const at::Tensor& u, const OptTensor& seq_idx,
                                     const OptTensor& cu_seqlens) {
   if (!cu_seqlens) return 0;
-  MAMBA_CHECK(seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+  check_ids_with_cu_seqlens(op, seq_idx);
   return check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2)).expect_int();
 }
 

@@ -94,6 +94,10 @@ ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tens
   return in;
 }
 
+void check_ids_with_cu_seqlens(const char* op, const OptTensor& seq_idx) {
+  MAMBA_CHECK(seq_idx, op, "cu_seqlens needs seq_idx, the ids derived from it (selective_scan passes both)");
+}
+
 c10::SymInt scan_num_chunks(const char* op, const c10::SymInt& seqlen, int64_t chunk_size) {
   MAMBA_CHECK(chunk_size >= 1, op, "chunk_size must be >= 1, got ", chunk_size);
   return (seqlen + chunk_size - 1) / chunk_size;

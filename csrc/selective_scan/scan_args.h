@@ -31,6 +31,10 @@ ScanInputs check_scan_inputs(const char* op, const at::Tensor& u, const at::Tens
                              const OptTensor& initial_state, const OptTensor& seq_idx = {},
                              const OptTensor& cu_seqlens = {});
 
+// The internal ops take cu_seqlens (per-sequence states) only together with the seq_idx derived from it,
+// which the public op passes along.
+void check_ids_with_cu_seqlens(const char* op, const OptTensor& seq_idx);
+
 // Number of chunks the forward saves a state for: ceil(seqlen / chunk_size).
 c10::SymInt scan_num_chunks(const char* op, const c10::SymInt& seqlen, int64_t chunk_size);
 
