@@ -10,7 +10,7 @@ import mamba_ext
 def main():
     torch.manual_seed(0)
     dev = "cuda"
-    for dtype, L, width in [(torch.bfloat16, 1030, 4), (torch.float32, 7, 2), (torch.float16, 2049, 3)]:
+    for dtype, L, width in [(torch.bfloat16, 2060, 4), (torch.float32, 7, 2), (torch.float16, 2049, 3)]:
         for offset in (0, 1):  # 1: rows not 16-byte aligned -> scalar loads
             x = torch.randn(2, 5, L + offset, device=dev, dtype=dtype)[..., offset:].requires_grad_()
             w = torch.randn(5, width, device=dev, dtype=dtype, requires_grad=True)
@@ -23,7 +23,7 @@ def main():
     idx = torch.tensor([4, -1, 0], device=dev, dtype=torch.int32)
     mamba_ext.causal_conv1d_update(torch.randn(3, 5, 2, device=dev, dtype=torch.bfloat16), state,
                                    torch.randn(5, 4, device=dev), None, "silu", idx)
-    for N in (16, 5):
+    for N in (16, 5, 64, 36):
         st = torch.randn(6, 8, N, device=dev)
         mamba_ext.selective_state_update(st, torch.randn(3, 8, device=dev), torch.rand(3, 8, device=dev),
                                          -torch.rand(8, N, device=dev), torch.randn(3, 2, N, device=dev),

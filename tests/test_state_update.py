@@ -40,7 +40,9 @@ OPTIONS = list(itertools.product([False, True], repeat=4))  # D, z, dt_bias, dt_
 
 @pytest.mark.parametrize("D,z,dt_bias,dt_softplus", OPTIONS)
 @pytest.mark.parametrize("groups", [1, 2])
-@pytest.mark.parametrize("dstate", [16, 5])  # 5: not a multiple of the CUDA kernel's vector width
+# The CUDA kernel moves 16 states of a row per pass: 16 and 64 take its vector path (one and four passes);
+# 5 and 36 its generic path (a partial group, a partial pass).
+@pytest.mark.parametrize("dstate", [16, 5, 64, 36])
 def test_matches_reference(D, z, dt_bias, dt_softplus, groups, dstate, device):
     kw = make_inputs(dstate=dstate, groups=groups, device=device, D=D, z=z, dt_bias=dt_bias, dt_softplus=dt_softplus)
     ref = to64(kw)
@@ -62,6 +64,17 @@ def test_low_precision(dtype, device):
     assert out.dtype == dtype and kw["state"].dtype == torch.float32
     assert rel_err(out, ref_out) < 1e-2
     assert rel_err(kw["state"], ref["state"]) < 1e-5  # the state stays fp32; its inputs were exact
+
+
+@pytest.mark.parametrize("dstate", [16, 32])
+def test_many_channels_in_groups(dstate, device):
+    """Channels spread over several CUDA blocks with a partial last block, and groups that cross blocks."""
+    kw = make_inputs(batch=3, dim=300, dstate=dstate, groups=3, device=device)
+    ref = to64(kw)
+    ref["state"] = ref["state"].clone()
+    ref_out = selective_state_update_ref(**ref)
+    out = mamba_ext.selective_state_update(**kw)
+    assert rel_err(out, ref_out) < 1e-5 and rel_err(kw["state"], ref["state"]) < 1e-6
 
 
 def test_state_pool_with_padding_rows(device):

@@ -1,5 +1,6 @@
 // CUDA host wrappers of causal_conv1d_fwd / causal_conv1d_bwd: checks, outputs, launch (kernel.cuh).
-// Instantiations at each launch site: 3 dtypes x 3 widths = 9 (the backward twice: with and without seq_idx).
+// Instantiations at each launch site: 3 dtypes x 3 widths = 9 (the backward twice: with and without seq_idx),
+// and 3 weight dtypes for the weight-gradient sum.
 // cu_seqlens runs as its seq_idx; per-sequence states (initial_states or dfinal_states with cu_seqlens) are
 // rejected, and the per-sequence final_states and dinitial_states are not computed (NaN).
 #include <ATen/ops/empty.h>
@@ -12,6 +13,7 @@
 
 #include "causal_conv1d/args.h"
 #include "causal_conv1d/kernel.cuh"
+#include "causal_conv1d/weight_grad_kernel.cuh"
 #include "common/cu_seqlens.h"
 #include "common/cuda_dispatch.h"
 
@@ -38,6 +40,19 @@ dim3 conv_grid(const char* op, const CausalConv1dParams& p) {
   return dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.n_chunks), static_cast<unsigned>(p.batch));
 }
 
+// Weight and bias as the kernels read them: as they are when they have x's dtype (p.weight_in_input_dtype),
+// else converted to fp32.
+struct KernelWeights {
+  at::Tensor weight;
+  OptTensor bias;
+  bool in_input_dtype;
+};
+KernelWeights kernel_weights(const ConvInputs& in) {
+  const bool same = in.weight.scalar_type() == in.x.scalar_type();
+  const auto as_read = [&](const at::Tensor& t) { return (same ? t : t.to(at::kFloat)).contiguous(); };
+  return {as_read(in.weight), in.bias ? OptTensor(as_read(*in.bias)) : std::nullopt, same};
+}
+
 constexpr const char* kPerSequenceStatesCpuOnly =
     "per-sequence states (cu_seqlens with initial_states or return_final_states) are CPU-only for now";
 
@@ -55,9 +70,9 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_cuda(const at::Tensor& x, c
                                                   in.width.expect_int() - 1, x.options())};
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
-  const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;
-  CausalConv1dParams p = make_conv_params(in, silu, weight_acc, bias_acc);
+  const KernelWeights kw = kernel_weights(in);
+  CausalConv1dParams p = make_conv_params(in, silu, kw.weight, kw.bias);
+  p.weight_in_input_dtype = kw.in_input_dtype;
   at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, x.options());
   if (p.seqlen == 0) {  // nothing to convolve; the final states are the initial states
     return {out, in.initial_states ? in.initial_states->clone() : at::zeros({p.batch, p.dim, p.width - 1}, x.options())};
@@ -100,9 +115,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cud
                                              in.width.expect_int() - 1, x.options())};
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
-  const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;
-  CausalConv1dParams p = make_conv_params(in, silu, weight_acc, bias_acc);
+  const KernelWeights kw = kernel_weights(in);
+  CausalConv1dParams p = make_conv_params(in, silu, kw.weight, kw.bias);
+  p.weight_in_input_dtype = kw.in_input_dtype;
   const int64_t W = p.width;
   at::Tensor dx = at::empty({p.batch, p.dim, p.seqlen}, x.options());
   if (p.seqlen == 0 || p.batch * p.dim == 0) {  // no outputs: only dfinal_states flows (into the initial states)
@@ -139,10 +154,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cud
     });
   });
   cuda::check_launch(op, cudaGetLastError());
-  // Sum the per-(batch, chunk) parts in a fixed order (a plain reduction, no atomics): deterministic.
-  const at::Tensor sums = partial.sum(0);  // (dim, W + 1)
-  return {dx, sums.narrow(1, 0, W).to(weight.scalar_type()).contiguous(),
-          sums.select(1, W).to(weight.scalar_type()).contiguous(), dinitial_states};
+  // Sum the per-(batch, chunk) parts in a fixed order (no atomics: deterministic), straight into the weight's
+  // dtype when it is one the kernel writes (else into fp32, then converted).
+  const at::ScalarType wt = weight.scalar_type();
+  const bool direct = wt == at::kFloat || wt == at::kHalf || wt == at::kBFloat16;
+  at::Tensor dweight = at::empty({p.dim, W}, weight.options().dtype(direct ? wt : at::kFloat));
+  at::Tensor dbias = at::empty({p.dim}, dweight.options());
+  const int64_t entries = p.dim * (W + 1);
+  const unsigned blocks = static_cast<unsigned>((entries + cuda::kWeightGradThreads - 1) / cuda::kWeightGradThreads);
+  cuda::dispatch_float_type(op, dweight.scalar_type(), [&](auto* type_tag) {
+    using weight_t = std::remove_pointer_t<decltype(type_tag)>;
+    cuda::conv_weight_grad_kernel<weight_t><<<blocks, cuda::kWeightGradThreads, 0, stream>>>(
+        partial.const_data_ptr<float>(), partial.size(0), p.dim, static_cast<int>(W),
+        static_cast<weight_t*>(dweight.data_ptr()), static_cast<weight_t*>(dbias.data_ptr()));
+  });
+  cuda::check_launch(op, cudaGetLastError());
+  if (!direct) return {dx, dweight.to(wt), dbias.to(wt), dinitial_states};
+  return {dx, dweight, dbias, dinitial_states};
 }
 
 }  // namespace

@@ -8,8 +8,8 @@
 // Forward: out for the thread's steps; the last chunk's block also writes final_states.
 // Backward: g = dout * act'(pre-activation), recomputed from x, at the thread's steps and the width-1 after;
 // then dx (and dinitial_states, in the first thread of the row) and partial sums of dweight and dbias,
-// reduced in the block in a fixed order into dweight_partial; the host sums the parts in a fixed order, so
-// the backward is deterministic without atomics.
+// reduced in the block in a fixed order into dweight_partial; weight_grad_kernel.cuh sums the parts in a fixed
+// order, so the backward is deterministic without atomics.
 // Instantiations: 3 dtypes (fp32, fp16, bf16) x 3 widths (2, 3, 4) for the forward; the backward also
 // has a version without seq_idx (kMasked = false), whose taps need no sequence tests: 18.
 #pragma once
@@ -22,7 +22,7 @@
 namespace mamba_ext::cuda {
 
 constexpr int kConvThreads = 128;
-constexpr int kConvElts = 8;
+constexpr int kConvElts = 16;
 constexpr int kConvChunk = kConvThreads * kConvElts;
 constexpr unsigned kFullMask = 0xffffffffu;
 
@@ -42,12 +42,21 @@ __device__ __forceinline__ ConvBlock conv_block(const CausalConv1dParams& p) {
   return k;
 }
 
-template <int kWidth>
-__device__ __forceinline__ void load_weights(const CausalConv1dParams& p, int64_t d, float (&w)[kWidth], float& bias) {
-  const float* weight = static_cast<const float*>(p.weight_ptr) + d * kWidth;
+// Channel d's taps and bias as fp32, read in the dtype they are stored in (fp32 or input_t).
+template <typename T, int kWidth>
+__device__ __forceinline__ void load_weights_as(const CausalConv1dParams& p, int64_t d, float (&w)[kWidth], float& bias) {
+  const T* weight = static_cast<const T*>(p.weight_ptr) + d * kWidth;
 #pragma unroll
-  for (int k = 0; k < kWidth; ++k) w[k] = weight[k];
-  bias = p.bias_ptr ? static_cast<const float*>(p.bias_ptr)[d] : 0.f;
+  for (int k = 0; k < kWidth; ++k) w[k] = to_float(weight[k]);
+  bias = p.bias_ptr ? to_float(static_cast<const T*>(p.bias_ptr)[d]) : 0.f;
+}
+template <typename input_t, int kWidth>
+__device__ __forceinline__ void load_weights(const CausalConv1dParams& p, int64_t d, float (&w)[kWidth], float& bias) {
+  if (p.weight_in_input_dtype) {
+    load_weights_as<input_t, kWidth>(p, d, w, bias);
+  } else {
+    load_weights_as<float, kWidth>(p, d, w, bias);
+  }
 }
 
 // The input at time position pos of the block's row; negative positions read the initial states, positions
@@ -135,7 +144,7 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_fwd_kernel(const C
   int32_t sid[kHalo + E];
   load_window<input_t, kWidth, 0>(p, blk, x_row, seq_row, t_own, win, sid);
   float w[kWidth], bias;
-  load_weights<kWidth>(p, blk.d, w, bias);
+  load_weights<input_t, kWidth>(p, blk.d, w, bias);
   float y[E];
 #pragma unroll
   for (int i = 0; i < E; ++i) {
@@ -187,7 +196,11 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_bwd_kernel(const C
     }
   }
   float w[kWidth], bias;
-  load_weights<kWidth>(p, blk.d, w, bias);
+  load_weights<input_t, kWidth>(p, blk.d, w, bias);
+
+  // How many of the window's steps t_own + i (i < E + kHalo) lie in the row: the per-step range tests below
+  // are 32-bit compares against it instead of 64-bit ones against L. Negative for threads past the end.
+  const int in_row = static_cast<int>(L - t_own < E + kHalo ? L - t_own : E + kHalo);
 
   // g at times t_own + i, i < E + kHalo (zero past the end of the row).
   float g[E + kHalo];
@@ -198,7 +211,7 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_bwd_kernel(const C
       const float v = pre_activation<kWidth>(w, bias, win, sid, masked, i), s = sigmoidf_(v);
       gi *= s * (1.f + v * (1.f - s));
     }
-    g[i] = t_own + i < L ? gi : 0.f;
+    g[i] = i < in_row ? gi : 0.f;
   }
 
   // dx[s] = sum_k w[k] g[s + kHalo - k] over outputs of s's sequence, plus dfinal_states at the last kHalo steps.
@@ -206,14 +219,14 @@ __global__ void __launch_bounds__(kConvThreads) causal_conv1d_bwd_kernel(const C
   float dx[E];
 #pragma unroll
   for (int i = 0; i < E; ++i) {
-    const int64_t s = t_own + i;
     float acc = 0.f;
 #pragma unroll
     for (int k = 0; k < kWidth; ++k) {
       if (!masked || sid[kHalo + i + kHalo - k] == sid[kHalo + i]) acc += w[k] * g[i + kHalo - k];
     }
-    if (dfinal && s >= L - kHalo && s < L && (!masked || sid[kHalo + i] == last_seq)) {
-      acc += to_float(dfinal[blk.row * kHalo + (s - (L - kHalo))]);
+    // Step t_own + i is among the row's last kHalo steps (then in_row = L - t_own exactly).
+    if (dfinal && i < in_row && i + kHalo >= in_row && (!masked || sid[kHalo + i] == last_seq)) {
+      acc += to_float(dfinal[blk.row * kHalo + (i + kHalo - in_row)]);
     }
     dx[i] = acc;
   }

@@ -13,7 +13,8 @@
 //
 // Layouts (strides in elements; the time stride of x, out, dout, dx is 1):
 //   x, out, dout, dx                 (batch, dim, seqlen)   *_batch_stride, *_dim_stride
-//   weight (dim, W), bias (dim,)     contiguous, in the accumulation dtype (fp32; fp64 for fp64 inputs)
+//   weight (dim, W), bias (dim,)     contiguous, in the accumulation dtype (fp32; fp64 for fp64 inputs), or
+//                                    on CUDA in x's dtype (weight_in_input_dtype)
 //   initial_states, final_states, dinitial_states, dfinal_states   (state_rows, dim, W-1) contiguous, x's
 //     dtype; state_rows is batch, or num_seqs with per-sequence states
 //   seq_idx (batch, seqlen) int32 contiguous
@@ -51,9 +52,12 @@ struct CausalConv1dParams {
   void* dinitial_states_ptr = nullptr;  // nullptr: not wanted (no initial_states)
   float* dweight_partial_ptr = nullptr;  // CUDA: one part per (batch, time chunk)
   // CUDA only: time chunks of kConvChunk steps (one thread block each), and whether every (.., seqlen) row
-  // of x, out, dout and dx starts 16-byte aligned, so the kernels may move 8-element packets.
+  // of x, out, dout and dx starts 16-byte aligned, so the kernels may move kConvElts-element packets.
   int64_t n_chunks = 0;
   bool vec_io = false;
+  // CUDA only: weight and bias are stored in x's dtype rather than fp32 (a bf16 or fp16 model's own
+  // parameters, read without a cast kernel per call).
+  bool weight_in_input_dtype = false;
 };
 
 // One or a few decode steps: the window of token i is [state[-(W-1):], x[0..i]] and the state keeps the last
