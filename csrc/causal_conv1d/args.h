@@ -34,8 +34,9 @@ ConvInputs check_conv_inputs(const char* op, const at::Tensor& x, const at::Tens
 // Checks the backward-only arguments against the forward inputs.
 void check_conv_grads(const char* op, const ConvInputs& in, const at::Tensor& dout, const OptTensor& dfinal_states);
 
-// Sizes, strides and input pointers of real tensors. weight_acc / bias_acc are weight and bias converted to
-// the accumulation dtype and made contiguous (they must outlive the kernel). Outputs are left to the backend.
+// Sizes, strides and input pointers of real tensors. weight_acc / bias_acc are weight and bias as the kernel
+// reads them, contiguous: in the accumulation dtype (CUDA may keep x's dtype, see weight_in_input_dtype).
+// They must outlive the kernel. Outputs are left to the backend.
 CausalConv1dParams make_conv_params(const ConvInputs& in, bool silu, const at::Tensor& weight_acc,
                                     const OptTensor& bias_acc);
 
