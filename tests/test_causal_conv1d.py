@@ -504,8 +504,11 @@ def test_update_matches_reference(width, state_len, seqlen, pool, device):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_update_low_precision(dtype, device):
+@pytest.mark.parametrize("weight_dtype", [None, torch.float32])  # None: x's dtype
+def test_update_low_precision(dtype, weight_dtype, device):
     kw = make_update_inputs(3, 16, 4, 3, 2, dtype, device)
+    if weight_dtype is not None:
+        kw["weight"], kw["bias"] = kw["weight"].to(weight_dtype), kw["bias"].to(weight_dtype)
     ref_state = kw["conv_state"].float().clone()
     ref = causal_conv1d_update_ref(**{**cast(kw, torch.float32), "conv_state": ref_state})
     out = mamba_ext.causal_conv1d_update(**kw)

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "causal_conv1d/args.h"
+#include "causal_conv1d/cuda_weights.h"
 #include "causal_conv1d/kernel.cuh"
 #include "causal_conv1d/weight_grad_kernel.cuh"
 #include "common/cu_seqlens.h"
@@ -40,19 +41,6 @@ dim3 conv_grid(const char* op, const CausalConv1dParams& p) {
   return dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.n_chunks), static_cast<unsigned>(p.batch));
 }
 
-// Weight and bias as the kernels read them: as they are when they have x's dtype (p.weight_in_input_dtype),
-// else converted to fp32.
-struct KernelWeights {
-  at::Tensor weight;
-  OptTensor bias;
-  bool in_input_dtype;
-};
-KernelWeights kernel_weights(const ConvInputs& in) {
-  const bool same = in.weight.scalar_type() == in.x.scalar_type();
-  const auto as_read = [&](const at::Tensor& t) { return (same ? t : t.to(at::kFloat)).contiguous(); };
-  return {as_read(in.weight), in.bias ? OptTensor(as_read(*in.bias)) : std::nullopt, same};
-}
-
 constexpr const char* kPerSequenceStatesCpuOnly =
     "per-sequence states (cu_seqlens with initial_states or return_final_states) are CPU-only for now";
 
@@ -70,7 +58,7 @@ std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_cuda(const at::Tensor& x, c
                                                   in.width.expect_int() - 1, x.options())};
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  const KernelWeights kw = kernel_weights(in);
+  const KernelWeights kw = kernel_weights(weight, bias, x.scalar_type());
   CausalConv1dParams p = make_conv_params(in, silu, kw.weight, kw.bias);
   p.weight_in_input_dtype = kw.in_input_dtype;
   at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, x.options());
@@ -115,7 +103,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cud
                                              in.width.expect_int() - 1, x.options())};
   }
   const c10::cuda::CUDAGuard guard(x.device());
-  const KernelWeights kw = kernel_weights(in);
+  const KernelWeights kw = kernel_weights(weight, bias, x.scalar_type());
   CausalConv1dParams p = make_conv_params(in, silu, kw.weight, kw.bias);
   p.weight_in_input_dtype = kw.in_input_dtype;
   const int64_t W = p.width;

@@ -5,6 +5,7 @@
 #include <torch/library.h>
 
 #include "causal_conv1d/args.h"
+#include "causal_conv1d/cuda_weights.h"
 #include "causal_conv1d/update_kernel.cuh"
 #include "common/cuda_dispatch.h"
 
@@ -18,11 +19,11 @@ at::Tensor causal_conv1d_update_cuda(const at::Tensor& x, at::Tensor& conv_state
   const bool silu = parse_activation(op, activation);
   const ConvUpdateInputs in = check_conv_update_inputs(op, x, conv_state, weight, bias, conv_state_indices);
   const c10::cuda::CUDAGuard guard(x.device());
-  const at::Tensor weight_acc = weight.to(at::kFloat).contiguous();
-  const OptTensor bias_acc = bias ? OptTensor(bias->to(at::kFloat).contiguous()) : std::nullopt;
+  const KernelWeights kw = kernel_weights(weight, bias, x.scalar_type());
   at::Tensor out = at::empty(x.sizes(), x.options());
   const at::Tensor out3 = x.dim() == 2 ? out.unsqueeze(-1) : out;
-  const CausalConv1dUpdateParams p = make_conv_update_params(in, silu, out3, weight_acc, bias_acc);
+  CausalConv1dUpdateParams p = make_conv_update_params(in, silu, out3, kw.weight, kw.bias);
+  p.weight_in_input_dtype = kw.in_input_dtype;
   const int64_t rows = p.batch * p.dim;
   if (rows == 0) return out;
   const int64_t blocks = (rows + cuda::kConvUpdateThreads - 1) / cuda::kConvUpdateThreads;

@@ -44,7 +44,8 @@ __device__ __forceinline__ ConvBlock conv_block(const CausalConv1dParams& p) {
 
 // Channel d's taps and bias as fp32, read in the dtype they are stored in (fp32 or input_t).
 template <typename T, int kWidth>
-__device__ __forceinline__ void load_weights_as(const CausalConv1dParams& p, int64_t d, float (&w)[kWidth], float& bias) {
+__device__ __forceinline__ void load_weights_as(const CausalConv1dParams& p, int64_t d, float (&w)[kWidth],
+                                                float& bias) {
   const T* weight = static_cast<const T*>(p.weight_ptr) + d * kWidth;
 #pragma unroll
   for (int k = 0; k < kWidth; ++k) w[k] = to_float(weight[k]);

@@ -63,7 +63,8 @@ struct CausalConv1dParams {
 // One or a few decode steps: the window of token i is [state[-(W-1):], x[0..i]] and the state keeps the last
 // state_len inputs. conv_state rows are picked by conv_state_indices (negative: padding row).
 //   x, out (batch, dim, seqlen) with strides; conv_state (n_states, dim, state_len) with strides, x's dtype;
-//   weight (dim, W), bias (dim,) contiguous in the accumulation dtype; conv_state_indices (batch,) int32.
+//   weight (dim, W), bias (dim,) contiguous in the accumulation dtype (or x's, see weight_in_input_dtype);
+//   conv_state_indices (batch,) int32.
 struct CausalConv1dUpdateParams {
   int64_t batch = 0, dim = 0, seqlen = 0, width = 0, state_len = 0;
   bool silu = false;
@@ -76,6 +77,7 @@ struct CausalConv1dUpdateParams {
   const int32_t* state_indices_ptr = nullptr;  // nullptr: row b uses conv_state[b]
   void* conv_state_ptr = nullptr;
   void* out_ptr = nullptr;
+  bool weight_in_input_dtype = false;  // CUDA only: as in CausalConv1dParams
 };
 
 // Widths the CUDA kernels are instantiated for; the CPU kernels take any width in [2, kMaxWidthCpu].

@@ -1,7 +1,7 @@
 // CUDA decode step(s) of the causal conv (causal_conv1d_update). One thread per (batch, channel) row: it
 // computes the row's outputs from its state and new inputs, then shifts the state left in place. Decode
 // moves a few values per row, so the kernel is a plain loop; width and state_len are runtime values.
-// Instantiations: 3 dtypes.
+// Weight and bias are read in their own dtype (fp32, or x's). Instantiations: 3 dtypes.
 #pragma once
 
 #include <cassert>
@@ -32,15 +32,19 @@ __global__ void __launch_bounds__(kConvUpdateThreads) causal_conv1d_update_kerne
   }
   const auto* x = static_cast<const input_t*>(p.x_ptr) + b * p.x_batch_stride + d * p.x_dim_stride;
   auto* state = static_cast<input_t*>(p.conv_state_ptr) + sb * p.state_batch_stride + d * p.state_dim_stride;
-  const float* w = static_cast<const float*>(p.weight_ptr) + d * W;
-  const float bias = p.bias_ptr ? static_cast<const float*>(p.bias_ptr)[d] : 0.f;
+  // Tap k and the bias of channel d, in the dtype they are stored in (fp32, or input_t).
+  const auto param = [&](const void* ptr, int64_t i) {
+    return p.weight_in_input_dtype ? to_float(static_cast<const input_t*>(ptr)[i])
+                                   : static_cast<const float*>(ptr)[i];
+  };
+  const float bias = p.bias_ptr ? param(p.bias_ptr, d) : 0.f;
   // Element q of the sequence [conv_state, x] (length S + L).
   const auto at = [&](int64_t q) {
     return q < S ? state[q * p.state_time_stride] : x[(q - S) * p.x_time_stride];
   };
   for (int64_t i = 0; i < L; ++i) {
     float y = bias;
-    for (int64_t k = 0; k < W; ++k) y += w[k] * to_float(at(S - (W - 1) + i + k));
+    for (int64_t k = 0; k < W; ++k) y += param(p.weight_ptr, d * W + k) * to_float(at(S - (W - 1) + i + k));
     if (p.silu) y = y / (1.f + __expf(-y));
     out[i * p.out_time_stride] = from_float<input_t>(y);
   }
