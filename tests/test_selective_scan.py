@@ -1,4 +1,8 @@
 """selective_scan against the pure-PyTorch reference: every option combination, values and gradients."""
+import os
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -160,3 +164,40 @@ def test_inference_mode_and_no_grad_match_autograd(device):
         got = mamba_ext.selective_scan(**kw)
     for a, b in zip(got, expected):
         assert torch.equal(a, b)
+
+
+# A decay of exp(100): the AVX-512 loop's exp overflows to inf, the portable one saturates at exp(88), so
+# the printed finiteness tells which loop ran (the second step's output is 1e-28 * exp(88) there).
+WHICH_CPU_LOOP = """
+import torch, mamba_ext
+u, delta = torch.ones(1, 1, 2), torch.full((1, 1, 2), 100.0)
+A, B, C = torch.ones(1, 1), torch.full((1, 1), 1e-30), torch.ones(1, 1)
+print("portable" if torch.isfinite(mamba_ext.selective_scan(u, delta, A, B, C)[0, 0, 1]) else "avx512")
+"""
+
+
+def run_python(args, disable_avx512):
+    env = {k: v for k, v in os.environ.items() if k != "MAMBA_EXT_DISABLE_AVX512"}
+    if disable_avx512:
+        env["MAMBA_EXT_DISABLE_AVX512"] = "1"
+    return subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_portable_cpu_forward_matches_reference():
+    """On an AVX-512 CPU the fp32 forward runs a loop built for AVX-512 (vscalefps in its exp); machines
+    without it run the portable loop. MAMBA_EXT_DISABLE_AVX512 selects the portable loop for a process: this
+    checks that it does, then runs part of this file's reference comparisons again in such a process."""
+    assert run_python(["-c", WHICH_CPU_LOOP], disable_avx512=True).stdout.strip() == "portable"
+    selection = "cpu and (all_options_fp32 and 2049 or state_sizes or chained)"
+    result = run_python(["-m", "pytest", "-q", "-p", "no:cacheprovider", __file__, "-k", selection], True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert " passed" in result.stdout.splitlines()[-1] and "failed" not in result.stdout.splitlines()[-1]
+
+
+def test_cpu_forward_loop_follows_the_cpu():
+    """Without the variable, the AVX-512 loop runs exactly where the CPU has AVX-512F."""
+    cpuinfo = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    if not cpuinfo or sys.platform != "linux" or os.uname().machine != "x86_64":
+        pytest.skip("needs Linux on x86-64 to read the CPU's flags")
+    expected = "avx512" if " avx512f" in cpuinfo else "portable"
+    assert run_python(["-c", WHICH_CPU_LOOP], disable_avx512=False).stdout.strip() == expected

@@ -9,6 +9,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
 #include "common/checks.h"
@@ -101,16 +102,35 @@ void restart_lanes(const SelectiveScanParams& p, int64_t b, int64_t t, int64_t d
   std::fill(h, h + N * W, acc_t(0));
 }
 
+// The lane-parallel forward over one piece: the AVX-512 build of the loop for fp32 where the CPU has it,
+// else the portable one (target clones).
+template <typename acc_t, bool kVariableB, bool kVariableC>
+void forward_lanes(int64_t len, int64_t N, const acc_t* dt, const acc_t* dtu, const acc_t* B, const acc_t* C,
+                   const acc_t* A, acc_t* h, acc_t* y) {
+  const int64_t B_t_stride = kVariableB ? N : 0, C_t_stride = kVariableC ? N : 0;
+#if MAMBA_CPU_AVX512_PATH
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (cpu::cpu_has_avx512f()) {
+      cpu::scan_chunk_forward_lanes_avx512<kVariableB, kVariableC>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A,
+                                                                   h, y);
+      return;
+    }
+  }
+#endif
+  cpu::scan_chunk_forward_lanes<acc_t, kVariableB, kVariableC>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A, h,
+                                                               y);
+}
+
 // The recurrence over one piece of a chunk for one group, with B/C input-dependent or constant.
 template <typename acc_t>
 void scan_piece(const SelectiveScanParams& p, int64_t len, const acc_t* dt, const acc_t* dtu, const acc_t* B,
                 const acc_t* C, const acc_t* A, acc_t* h, acc_t* y) {
   const int64_t N = p.dstate;
   const bool vb = p.is_variable_B, vc = p.is_variable_C;
-  if (vb && vc) cpu::scan_chunk_forward_lanes<acc_t, true, true>(len, N, dt, dtu, B, N, C, N, A, h, y);
-  if (vb && !vc) cpu::scan_chunk_forward_lanes<acc_t, true, false>(len, N, dt, dtu, B, N, C, 0, A, h, y);
-  if (!vb && vc) cpu::scan_chunk_forward_lanes<acc_t, false, true>(len, N, dt, dtu, B, 0, C, N, A, h, y);
-  if (!vb && !vc) cpu::scan_chunk_forward_lanes<acc_t, false, false>(len, N, dt, dtu, B, 0, C, 0, A, h, y);
+  if (vb && vc) forward_lanes<acc_t, true, true>(len, N, dt, dtu, B, C, A, h, y);
+  if (vb && !vc) forward_lanes<acc_t, true, false>(len, N, dt, dtu, B, C, A, h, y);
+  if (!vb && vc) forward_lanes<acc_t, false, true>(len, N, dt, dtu, B, C, A, h, y);
+  if (!vb && !vc) forward_lanes<acc_t, false, false>(len, N, dt, dtu, B, C, A, h, y);
 }
 
 template <typename input_t, typename acc_t>
