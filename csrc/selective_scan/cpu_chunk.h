@@ -79,26 +79,36 @@ MAMBA_INLINE void transpose_block(typename Simd<T>::vec (&v)[Simd<T>::kWidth]) {
 // n rounded up to a multiple of width (the padded state size, or a chunk length in whole vectors).
 inline int64_t round_up(int64_t n, int64_t width) { return (n + width - 1) / width * width; }
 
+// The reduction and polynomial both exps share: x = k ln2 + r with k in t's low mantissa bits, and
+// p = exp(r). x must be within [-87, 88] or handled by the caller's scaling.
+struct ExpParts {
+  Simd<float>::vec t, k, p;
+};
+MAMBA_INLINE ExpParts exp_parts(Simd<float>::vec x) {
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
+  ExpParts e;
+  e.t = x * 1.44269504088896341f + kRound;
+  e.k = e.t - kRound;
+  const Simd<float>::vec r = (x - e.k * 0.693145751953125f) - e.k * 1.42860682030941723e-6f;
+  e.p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
+  e.p = e.p * r + 1.0f / 24.0f;
+  e.p = e.p * r + 1.0f / 6.0f;
+  e.p = e.p * r + 0.5f;
+  e.p = e.p * r + 1.0f;
+  e.p = e.p * r + 1.0f;
+  return e;
+}
 // exp of 16 floats without a library call: x = k ln2 + r with |r| <= ln2/2, exp(r) by its degree-6 Taylor
 // polynomial (relative error < 2e-7), 2^k from the exponent bits. k is rounded with the 1.5 * 2^23 trick:
 // adding it leaves round(x / ln2) in the low mantissa bits, which a shift by 23 turns into 2^k's exponent.
 // Inputs below -87 (where exp underflows) give exp(-87) ~ 1.6e-38; NaN stays NaN.
 MAMBA_INLINE Simd<float>::vec vexp(Simd<float>::vec x) {
   typedef int32_t ivec __attribute__((vector_size(64)));
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
-  const Simd<float>::vec t = x * 1.44269504088896341f + kRound;
-  const Simd<float>::vec k = t - kRound;
-  const Simd<float>::vec r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;
-  Simd<float>::vec p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const ivec scale = (reinterpret_cast<ivec>(t) << 23) + 0x3f800000;  // (k + 127) << 23
-  return p * reinterpret_cast<Simd<float>::vec>(scale);
+  const ExpParts e = exp_parts(x);
+  const ivec scale = (reinterpret_cast<ivec>(e.t) << 23) + 0x3f800000;  // (k + 127) << 23
+  return e.p * reinterpret_cast<Simd<float>::vec>(scale);
 }
 MAMBA_INLINE Simd<double>::vec vexp(Simd<double>::vec x) {
   for (int64_t i = 0; i < Simd<double>::kWidth; ++i) x[i] = std::exp(x[i]);
@@ -118,18 +128,10 @@ struct PortableExp {
 // into the portable clones.
 struct ScalefExp {
   __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec x) const {
-    constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
     x = x < -87.0f ? -87.0f : x;
-    const Simd<float>::vec t = x * 1.44269504088896341f + kRound;
-    const Simd<float>::vec k = t - kRound;
-    const Simd<float>::vec r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;
-    Simd<float>::vec p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
-    p = p * r + 1.0f / 24.0f;
-    p = p * r + 1.0f / 6.0f;
-    p = p * r + 0.5f;
-    p = p * r + 1.0f;
-    p = p * r + 1.0f;
-    return reinterpret_cast<Simd<float>::vec>(_mm512_scalef_ps(reinterpret_cast<__m512>(p), reinterpret_cast<__m512>(k)));
+    const ExpParts e = exp_parts(x);
+    return reinterpret_cast<Simd<float>::vec>(
+        _mm512_scalef_ps(reinterpret_cast<__m512>(e.p), reinterpret_cast<__m512>(e.k)));
   }
 };
 
