@@ -68,9 +68,12 @@ def bench(fn, sets, warmup=3, reps=15):
 
 
 def scan(t):
+    """The op's outputs as a tuple: (out,), or (out, last_state) for per-sequence states (cu_seqlens)."""
     import mamba_ext
-    return mamba_ext.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
-                                    True, seq_idx=t.get("seq_idx"))
+    result = mamba_ext.selective_scan(t["u"], t["delta"], t["A"], t["B"], t["C"], t["D"], t["z"], t["delta_bias"],
+                                      True, t.get("initial_state"), "cu_seqlens" in t, seq_idx=t.get("seq_idx"),
+                                      cu_seqlens=t.get("cu_seqlens"))
+    return result if isinstance(result, tuple) else (result,)
 
 
 def fwd(t):
@@ -84,7 +87,9 @@ GRAD_INPUTS = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 def fwd_bwd(t):
     # autograd.grad, not .backward(): from the second call on, .backward() would also add every gradient into
     # the inputs' .grad, an extra pass over du, ddelta, dz, dB and dC that is not the op's cost.
-    torch.autograd.grad(scan(t), [t[k] for k in GRAD_INPUTS], t["dout"])
+    outs = scan(t)
+    inputs = [t[k] for k in GRAD_INPUTS + (("initial_state",) if "initial_state" in t else ())]
+    torch.autograd.grad(outs, inputs, (t["dout"], t.get("dlast"))[:len(outs)])
 
 
 def time_ours(batch, dim, seqlen, dtype):
@@ -99,15 +104,25 @@ def time_ours(batch, dim, seqlen, dtype):
 
 
 def time_packed(dim=4096, seqlen=16384, n_seqs=8, dtype=torch.bfloat16):
-    """One row packing n_seqs sequences (seq_idx): the cost of the sequence cuts against the same row unpacked."""
-    def with_seq_idx(sets):
+    """One row packing n_seqs equal sequences, against the same row unpacked: with seq_idx (the state restarts
+    from zero), and with cu_seqlens and per-sequence states (an initial state per sequence, its last state,
+    and a gradient flowing into those last states)."""
+    def packed(sets, per_sequence_states):
         for t in sets:
-            t["seq_idx"] = (torch.arange(seqlen, device="cuda") * n_seqs // seqlen).int()[None].contiguous()
+            if per_sequence_states:
+                t["cu_seqlens"] = torch.arange(n_seqs + 1, device="cuda", dtype=torch.int32) * (seqlen // n_seqs)
+                t["initial_state"] = torch.randn(n_seqs, dim, N, device="cuda", requires_grad="dout" in t)
+                t["dlast"] = torch.randn(n_seqs, dim, N, device="cuda")
+            else:
+                t["seq_idx"] = (torch.arange(seqlen, device="cuda") * n_seqs // seqlen).int()[None].contiguous()
         return sets
-    f = bench(fwd, with_seq_idx(input_sets(1, dim, seqlen, dtype, False)))
-    fb = bench(fwd_bwd, with_seq_idx(input_sets(1, dim, seqlen, dtype, True)), warmup=2, reps=9)
-    torch.cuda.empty_cache()
-    return {"shape": [1, dim, seqlen], "n_seqs": n_seqs, "fwd_ms": f, "fwdbwd_ms": fb}
+    result = {"shape": [1, dim, seqlen], "n_seqs": n_seqs}
+    for name, states in (("seq_idx", False), ("cu_seqlens", True)):
+        result[f"{name}_fwd_ms"] = bench(fwd, packed(input_sets(1, dim, seqlen, dtype, False), states))
+        result[f"{name}_fwdbwd_ms"] = bench(fwd_bwd, packed(input_sets(1, dim, seqlen, dtype, True), states),
+                                            warmup=2, reps=9)
+        torch.cuda.empty_cache()
+    return result
 
 
 def time_reference(batch, dim, seqlen, device="cuda"):
@@ -189,7 +204,8 @@ def main(argv=None):
     ceil = ceilings()
     results = {"device": torch.cuda.get_device_name(), "date": time.strftime("%Y-%m-%d"),
                "torch": torch.__version__, "ceilings": ceil, "shapes": [], "sweep": []}
-    print(f"{ceil['device']}: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, exp2 {ceil['exp2_per_s'] / 1e12:.2f} T/s")
+    print(f"{ceil['device']}: copy {ceil['copy_bytes_per_s'] / 1e12:.2f} TB/s, "
+          f"exp2 {ceil['exp2_per_s'] / 1e12:.2f} T/s")
     for shape in SHAPES:
         row = {"shape": shape}
         for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
@@ -203,8 +219,10 @@ def main(argv=None):
               f"sdpa {row['sdpa_flash_ms']:.3f} ms", flush=True)
         json.dump(results, open(os.path.join(args.out, "bench_scan_cuda.json"), "w"), indent=1)
     results["packed"] = time_packed()
-    print(f"  packed {tuple(results['packed']['shape'])}, {results['packed']['n_seqs']} sequences: fwd "
-          f"{results['packed']['fwd_ms']:.3f} fwd+bwd {results['packed']['fwdbwd_ms']:.3f} ms", flush=True)
+    packed = results["packed"]
+    print(f"  packed {tuple(packed['shape'])}, {packed['n_seqs']} sequences: seq_idx fwd "
+          f"{packed['seq_idx_fwd_ms']:.3f} fwd+bwd {packed['seq_idx_fwdbwd_ms']:.3f} ms; cu_seqlens with states fwd "
+          f"{packed['cu_seqlens_fwd_ms']:.3f} fwd+bwd {packed['cu_seqlens_fwdbwd_ms']:.3f} ms", flush=True)
     ref_shape = SHAPES[0]
     results["reference"] = {"shape": ref_shape, "ms": time_reference(*ref_shape)}
     print(f"  reference {ref_shape}: {results['reference']['ms']:.1f} ms", flush=True)
@@ -240,9 +258,11 @@ def print_table(results):
     packed = results.get("packed")
     if packed:
         same = next(r for r in results["shapes"] if list(r["shape"]) == packed["shape"])
-        print(f"Packed row {tuple(packed['shape'])} holding {packed['n_seqs']} sequences (seq_idx): bf16 fwd "
-              f"{packed['fwd_ms']:.3f} ms, fwd+bwd {packed['fwdbwd_ms']:.3f} ms ({packed['fwd_ms'] / same['bf16_fwd_ms']:.2f}x / "
-              f"{packed['fwdbwd_ms'] / same['bf16_fwdbwd_ms']:.2f}x the unpacked row)")
+        for name, what in (("seq_idx", "seq_idx"), ("cu_seqlens", "cu_seqlens with per-sequence states")):
+            f, fb = packed[f"{name}_fwd_ms"], packed[f"{name}_fwdbwd_ms"]
+            print(f"Packed row {tuple(packed['shape'])} holding {packed['n_seqs']} sequences ({what}): bf16 fwd "
+                  f"{f:.3f} ms, fwd+bwd {fb:.3f} ms ({f / same['bf16_fwd_ms']:.2f}x / "
+                  f"{fb / same['bf16_fwdbwd_ms']:.2f}x the unpacked row)")
     ref = results["reference"]
     first = results["shapes"][0]
     print(f"PyTorch reference scan at {tuple(ref['shape'])}: {ref['ms']:.1f} ms "

@@ -22,8 +22,7 @@ using OptTensor = std::optional<at::Tensor>;
 // [cu_seqlens[i], cu_seqlens[i + 1]) (0 first, seqlen last, non-decreasing, empty sequences allowed; values
 // are checked on CPU only, to avoid a device sync). Then initial_state is (num_seqs, dim, N), one per
 // sequence, and last_state (num_seqs, dim, N) holds each sequence's final state (an empty sequence returns
-// its initial state, or zeros). Per-sequence states are CPU-only for now: on CUDA, initial_state or a
-// gradient into last_state raises, and last_state is returned filled with NaN (not computed).
+// its initial state, or zeros); both are differentiable, on CPU and CUDA.
 std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at::Tensor& delta,
                                                   const at::Tensor& A, const at::Tensor& B,
                                                   const at::Tensor& C, const OptTensor& D = {},
@@ -64,8 +63,7 @@ int64_t selective_scan_chunk_size(c10::DeviceType device);
 // cu_seqlens (instead of seq_idx): (num_seqs + 1,) int32/int64 on x's device, batch 1, as for
 // selective_scan. Then initial_states is (num_seqs, dim, width - 1): the inputs before each sequence's first
 // token; final_states (num_seqs, dim, width - 1) holds each sequence's last width - 1 inputs (reaching back
-// into its initial states, or zeros, when it is shorter). Per-sequence states are CPU-only for now: on CUDA,
-// initial_states or a gradient into final_states raises, and final_states is returned filled with NaN.
+// into its initial states, or zeros, when it is shorter).
 std::tuple<at::Tensor, at::Tensor> causal_conv1d(const at::Tensor& x, const at::Tensor& weight,
                                                  const OptTensor& bias = {},
                                                  std::optional<c10::string_view> activation = std::nullopt,

@@ -35,10 +35,8 @@ def selective_scan(u: Tensor, delta: Tensor, A: Tensor, B: Tensor, C: Tensor, D:
             i is the tokens [cu_seqlens[i], cu_seqlens[i + 1]) (cu_seqlens[0] = 0, cu_seqlens[-1] = seqlen,
             non-decreasing; empty sequences are allowed). Each sequence has its own states: initial_state is
             (num_seqs, dim, N), row i feeding sequence i, and last_state is (num_seqs, dim, N), row i the state
-            after sequence i (an empty sequence returns its initial state, or zeros). The values are checked
-            on CPU tensors only, so that CUDA calls do not synchronize. On CUDA the per-sequence last states
-            are computed for inference, without per-sequence initial states; an initial_state, or a
-            gradient flowing into those last states, raises there (CPU-only for now).
+            after sequence i (an empty sequence returns its initial state, or zeros); both get gradients, on
+            CPU and CUDA. The values are checked on CPU tensors only, so that CUDA calls do not synchronize.
 
     fp64 inputs take fp64 parameters and states. Every tensor input gets a gradient, including
     initial_state, and a gradient flowing into the returned last_state is propagated.
@@ -75,9 +73,8 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, acti
             i is the tokens [cu_seqlens[i], cu_seqlens[i + 1]) (as in ``selective_scan``). Each sequence has its
             own states: initial_states is (num_seqs, dim, width - 1), the inputs before sequence i, and
             final_states is (num_seqs, dim, width - 1), the last width - 1 inputs of sequence i (reaching back
-            into its initial states, or zeros, when it is shorter). Values are checked on CPU tensors only.
-            Per-sequence states are CPU-only for now: on CUDA, cu_seqlens with initial_states or
-            return_final_states raises.
+            into its initial states, or zeros, when it is shorter). Values are checked on CPU tensors only, so
+            that CUDA calls do not synchronize.
 
     Every tensor input gets a gradient, and a gradient flowing into final_states is propagated. The backward
     is deterministic (no atomics).
@@ -85,10 +82,6 @@ def causal_conv1d(x: Tensor, weight: Tensor, bias: Optional[Tensor] = None, acti
     Returns:
         out (batch, dim, seqlen) like x, or (out, final_states) when return_final_states.
     """
-    if cu_seqlens is not None and return_final_states and x.is_cuda:
-        # The op would return NaN in place of the per-sequence states it cannot compute on CUDA yet.
-        raise RuntimeError("mamba_ext.causal_conv1d: per-sequence states (cu_seqlens with initial_states or "
-                           "return_final_states) are CPU-only for now")
     out, final_states = torch.ops.mamba_ext.causal_conv1d(x, weight, bias, activation, initial_states, seq_idx,
                                                           cu_seqlens)
     return (out, final_states) if return_final_states else out

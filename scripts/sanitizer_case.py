@@ -1,6 +1,7 @@
 """Small forward + backward runs of the CUDA selective scan for compute-sanitizer (memcheck, racecheck).
 
-Covers one split and several splits, padded tiles, grouped, constant B/C, N = 256 and packed rows (seq_idx).
+Covers one split and several splits, padded tiles, grouped, constant B/C, N = 256, packed rows (seq_idx) and
+packed sequences with per-sequence states (cu_seqlens: initial states, last states and their gradients).
 """
 import torch
 
@@ -8,7 +9,8 @@ import mamba_ext
 
 for batch, dim, seqlen, N, groups, var_BC, packed in [
         (1, 8, 70, 16, 1, True, False), (2, 64, 45, 16, 2, True, False), (1, 6, 40, 256, 1, True, False),
-        (2, 8, 33, 7, 1, False, False), (200, 32, 40, 16, 1, True, False), (1, 8, 200, 16, 1, True, True)]:
+        (2, 8, 33, 7, 1, False, False), (200, 32, 40, 16, 1, True, False), (1, 8, 200, 16, 1, True, True),
+        (1, 8, 200, 16, 1, True, "cu"), (1, 6, 90, 256, 1, True, "cu")]:
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g).cuda()
     u, delta, z = r(batch, dim, seqlen), r(batch, dim, seqlen) - 1, r(batch, dim, seqlen)
@@ -16,10 +18,15 @@ for batch, dim, seqlen, N, groups, var_BC, packed in [
     B, C = r(*bc), r(*bc)
     A = -torch.rand(dim, N, generator=g).cuda() - 0.5
     leaves = [t.requires_grad_() for t in (u, delta, A, B, C)]
-    D, bias, h0 = r(dim).requires_grad_(), r(dim).requires_grad_(), r(batch, dim, N).requires_grad_()
-    seq_idx = (torch.arange(seqlen, device="cuda") // 37).int().expand(batch, -1).contiguous() if packed else None
+    # cu: sequences of 0, 37, 1, 31, 0 and the rest of the steps, each with its own initial state
+    cu = torch.tensor([0, 0, 37, 38, 69, 69, seqlen], device="cuda") if packed == "cu" else None
+    D, bias = r(dim).requires_grad_(), r(dim).requires_grad_()
+    h0 = r(6 if packed == "cu" else batch, dim, N).requires_grad_()
+    seq_idx = None
+    if packed is True:
+        seq_idx = (torch.arange(seqlen, device="cuda") // 37).int().expand(batch, -1).contiguous()
     out, last = mamba_ext.selective_scan(u, delta, A, B, C, D, z, bias, True, h0, return_last_state=True,
-                                         seq_idx=seq_idx)
+                                         seq_idx=seq_idx, cu_seqlens=cu)
     (out.square().sum() + last.sum()).backward()
     torch.cuda.synchronize()
     print(f"case {(batch, dim, seqlen, N, groups, var_BC, packed)} ok, |du| = {u.grad.norm().item():.3e}")

@@ -316,8 +316,8 @@ def test_bad_inputs_name_op_and_argument(i, device):
 
 
 # ------------------------------------------------------------------------------------------- cu_seqlens
-# Sequences given by their boundaries, each with its own initial and final states. Per-sequence states are
-# CPU-only for now; on CUDA a plain cu_seqlens (no states) runs as its seq_idx.
+# Sequences given by their boundaries, each with its own initial and final states, on CPU and CUDA (where
+# they are composed from the seq_idx kernels: csrc/causal_conv1d/cuda_sequence_states.h).
 
 def packed_conv_inputs(lengths, width, dtype, device, states=True):
     """causal_conv1d kwargs of one packed row (batch 1), with per-sequence initial states when states."""
@@ -352,19 +352,15 @@ CU_LENGTHS = [(5, 0, 1, 2, 130, 3), (1,), (0, 1030, 0)]  # empty, length 1, shor
 @pytest.mark.parametrize("width", [2, 3, 4, 7])
 def test_cu_seqlens_equals_each_sequence_alone(lengths, width, device):
     """Values, per-sequence final states and every gradient (x, weight, bias, each initial state and the
-    gradient flowing into each final state) equal running each sequence alone with its own initial states.
-    On CUDA, where per-sequence states are not supported yet, without states."""
+    gradient flowing into each final state) equal running each sequence alone with its own initial states."""
     if device == "cuda" and width > 4:
         pytest.skip("the CUDA kernels take widths 2..4")
-    states = device == "cpu"
-    kw = packed_conv_inputs(lengths, width, torch.float32, device, states=states)
+    kw = packed_conv_inputs(lengths, width, torch.float32, device)
     cu = cu_of(lengths, device)
     packed, packed_grads = forward_and_grads(lambda **k: mamba_ext.causal_conv1d(**k, cu_seqlens=cu), kw, 4)
     alone, alone_grads = forward_and_grads(conv_each_alone(mamba_ext.causal_conv1d, lengths), kw, 4)
     ref, ref_grads = forward_and_grads(conv_each_alone(causal_conv1d_ref, lengths), cast(kw, torch.float64), 4)
-    assert len(packed) == (2 if states else 1)
-    if states:
-        assert packed[1].shape == (len(lengths), kw["x"].shape[1], width - 1)
+    assert len(packed) == 2 and packed[1].shape == (len(lengths), kw["x"].shape[1], width - 1)
     for p, a, r in zip(packed, alone, ref):
         assert rel_err(p, a) < 1e-6
         assert rel_err(p, r) < 1e-5
@@ -386,15 +382,70 @@ def test_cu_seqlens_int64_and_without_initial_states():
     assert torch.equal(final32[2, :, :2], torch.zeros_like(final32[2, :, :2]))  # length 1: zero padding first
 
 
+def packed_forward_and_grads(kw, lengths, device):
+    return forward_and_grads(lambda **k: mamba_ext.causal_conv1d(**k, cu_seqlens=cu_of(lengths, device)), kw, 4)
+
+
+CUDA_CU_LENGTHS = (5, 0, 1, 2, 2100, 3)  # empty, shorter than width - 1, across the kernels' 2048-step chunks
+
+
 @pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
-def test_cu_seqlens_cuda_rejects_per_sequence_states_clearly():
-    lengths = (8, 12)
-    kw = packed_conv_inputs(lengths, 4, torch.float32, "cuda")
-    message = r"per-sequence states \(cu_seqlens with initial_states or return_final_states\) are CPU-only"
-    with pytest.raises(RuntimeError, match=r"mamba_ext\.causal_conv1d(_fwd)?: " + message):
-        mamba_ext.causal_conv1d(**{**kw, "return_final_states": False}, cu_seqlens=cu_of(lengths, "cuda"))
-    with pytest.raises(RuntimeError, match=r"mamba_ext\.causal_conv1d: " + message):
-        mamba_ext.causal_conv1d(**{**kw, "initial_states": None}, cu_seqlens=cu_of(lengths, "cuda"))
+@pytest.mark.parametrize("states", ["initial+final", "final", "none"])
+@pytest.mark.parametrize("weight_dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("width", [2, 3, 4])
+def test_cu_seqlens_cuda_bf16_matches_cpu_float64(states, weight_dtype, width):
+    """A packed bf16 row on CUDA against the CPU op in float64 on the same values: out, the per-sequence final
+    states and every gradient, including each initial state's and one flowing into each final state. Also
+    without initial states (the packed row runs as it is), and without final states."""
+    kw = packed_conv_inputs(CUDA_CU_LENGTHS, width, torch.bfloat16, "cuda", states=states != "none")
+    if states == "final":
+        kw["initial_states"] = None
+    for k in ("weight", "bias"):  # x's dtype or another one
+        kw[k] = kw[k].detach().to(weight_dtype).requires_grad_()
+    cpu = cast({k: v.cpu() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}, torch.float64)
+    outs, grads = packed_forward_and_grads(kw, CUDA_CU_LENGTHS, "cuda")
+    ref_outs, ref_grads = packed_forward_and_grads(cpu, CUDA_CU_LENGTHS, "cpu")
+    assert len(outs) == len(ref_outs) == (1 if states == "none" else 2)
+    for o, r in zip(outs, ref_outs):
+        assert rel_err(o, r) < 1e-2
+    assert grads.keys() == ref_grads.keys()
+    for name, g in grads.items():
+        assert g.dtype == kw[name].dtype and rel_err(g, ref_grads[name]) < 1e-2, name
+
+
+@pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
+@pytest.mark.parametrize("initial_states", [True, False])
+@pytest.mark.parametrize("dfinal_states", [True, False])
+def test_cu_seqlens_cuda_internal_backward_matches_cpu(initial_states, dfinal_states):
+    """The internal backward on CUDA returns every per-sequence gradient like the CPU one, dinitial_states
+    also without initial states (the gradient of their zeros, which the public op never asks for)."""
+    kw = packed_conv_inputs(CUDA_CU_LENGTHS, 4, torch.float32, "cuda")
+    x, w, b, init = (kw[k].detach() for k in ("x", "weight", "bias", "initial_states"))
+    args = (torch.randn_like(x), torch.randn_like(init) if dfinal_states else None, x, w, b,
+            init if initial_states else None, None, True)
+    cuda = torch.ops.mamba_ext.causal_conv1d_bwd(*args, cu_of(CUDA_CU_LENGTHS, "cuda"))
+    cpu_args = [a.cpu().double() if isinstance(a, torch.Tensor) else a for a in args]
+    cpu = torch.ops.mamba_ext.causal_conv1d_bwd(*cpu_args, cu_of(CUDA_CU_LENGTHS, "cpu"))
+    for name, c, r in zip(("dx", "dweight", "dbias", "dinitial_states"), cuda, cpu):
+        assert rel_err(c, r) < 1e-5, name
+
+
+@pytest.mark.skipif(not cuda_ready(), reason="needs a GPU and the CUDA build")
+def test_cu_seqlens_cuda_backward_is_deterministic():
+    """Bitwise equal gradients run to run, with PyTorch's deterministic mode on (which would raise for a
+    nondeterministic op such as index_add)."""
+    kw = packed_conv_inputs(CUDA_CU_LENGTHS, 4, torch.float32, "cuda")
+    was_on = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True)
+    try:
+        first = packed_forward_and_grads(kw, CUDA_CU_LENGTHS, "cuda")[1]
+        second = packed_forward_and_grads(kw, CUDA_CU_LENGTHS, "cuda")[1]
+    finally:
+        torch.use_deterministic_algorithms(was_on, warn_only=warn_only)
+    assert first.keys() == {"x", "weight", "bias", "initial_states"}
+    for name in first:
+        assert torch.equal(first[name], second[name]), name
 
 
 @pytest.mark.parametrize("width", [2, 4])

@@ -48,10 +48,16 @@ class CausalConv1dFunction : public torch::autograd::Function<CausalConv1dFuncti
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &x = saved[0], &bias = saved[2], &initial_states = saved[3];
     const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(x);
+    // cu_seqlens asks the backward for per-sequence states. Without initial states and without a gradient
+    // flowing into the final states none is involved, and seq_idx alone gives the same dx, dweight and dbias:
+    // on CUDA that skips building the extended row (causal_conv1d/cuda_sequence_states.h), while the CPU
+    // kernels are faster with cu_seqlens (whole sequences instead of masked taps).
+    const bool states_involved = initial_states.defined() || grads[1].defined();
+    const at::Tensor cu_seqlens = states_involved || !x.is_cuda() ? saved[5] : at::Tensor();
     auto [dx, dweight, dbias, dinitial_states] =
         causal_conv1d_bwd(dout, defined_or_none(grads[1]), x, saved[1], defined_or_none(bias),
                           defined_or_none(initial_states), defined_or_none(saved[4]), ctx->saved_data["silu"].toBool(),
-                          defined_or_none(saved[5]));
+                          defined_or_none(cu_seqlens));
     return {dx,
             dweight,
             bias.defined() ? dbias : at::Tensor(),

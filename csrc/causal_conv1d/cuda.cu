@@ -1,8 +1,9 @@
 // CUDA host wrappers of causal_conv1d_fwd / causal_conv1d_bwd: checks, outputs, launch (kernel.cuh).
 // Instantiations at each launch site: 3 dtypes x 3 widths = 9 (the backward twice: with and without seq_idx),
 // and 3 weight dtypes for the weight-gradient sum.
-// cu_seqlens runs as its seq_idx; per-sequence states (initial_states or dfinal_states with cu_seqlens) are
-// rejected, and the per-sequence final_states and dinitial_states are not computed (NaN).
+// cu_seqlens (per-sequence states) runs these same kernels with a seq_idx, on the packed row or on one with
+// each sequence's initial states inserted before it, and gathers the per-sequence states and their gradients
+// from it (cuda_sequence_states.h).
 #include <ATen/ops/empty.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,6 +13,7 @@
 #include <limits>
 
 #include "causal_conv1d/args.h"
+#include "causal_conv1d/cuda_sequence_states.h"
 #include "causal_conv1d/cuda_weights.h"
 #include "causal_conv1d/kernel.cuh"
 #include "causal_conv1d/weight_grad_kernel.cuh"
@@ -41,21 +43,23 @@ dim3 conv_grid(const char* op, const CausalConv1dParams& p) {
   return dim3(static_cast<unsigned>(p.dim), static_cast<unsigned>(p.n_chunks), static_cast<unsigned>(p.batch));
 }
 
-constexpr const char* kPerSequenceStatesCpuOnly =
-    "per-sequence states (cu_seqlens with initial_states or return_final_states) are CPU-only for now";
+// The ids of the packed row's sequences: given along with cu_seqlens by the public op, else derived from it.
+at::Tensor packed_seq_idx(const ConvInputs& in) {
+  return in.seq_idx ? *in.seq_idx : seq_idx_from_cu_seqlens(*in.cu_seqlens, in.seqlen);
+}
 
 std::tuple<at::Tensor, at::Tensor> causal_conv1d_fwd_cuda(const at::Tensor& x, const at::Tensor& weight,
                                                           const OptTensor& bias, const OptTensor& initial_states,
                                                           const OptTensor& seq_idx, bool silu,
                                                           const OptTensor& cu_seqlens) {
   const char* op = "causal_conv1d_fwd";
-  MAMBA_CHECK(!(cu_seqlens && initial_states), op, kPerSequenceStatesCpuOnly);
   const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx, cu_seqlens);
-  if (cu_seqlens) {  // the packed row with its seq_idx, and no per-sequence final states
-    const at::Tensor ids = in.seq_idx ? *in.seq_idx : seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen);
-    const at::Tensor out = std::get<0>(causal_conv1d_fwd_cuda(x, weight, bias, std::nullopt, ids, silu, {}));
-    return {out, per_sequence_states_not_computed(in.state_rows.expect_int(), in.dim.expect_int(),
-                                                  in.width.expect_int() - 1, x.options())};
+  if (cu_seqlens) {
+    const auto conv_row = [&](const at::Tensor& row, const at::Tensor& row_seq_idx) {
+      return std::get<0>(causal_conv1d_fwd_cuda(row, weight, bias, std::nullopt, row_seq_idx, silu, {}));
+    };
+    return per_sequence_conv_fwd(in.x, in.initial_states, *cu_seqlens, packed_seq_idx(in), in.width.expect_int(),
+                                 conv_row);
   }
   const c10::cuda::CUDAGuard guard(x.device());
   const KernelWeights kw = kernel_weights(weight, bias, x.scalar_type());
@@ -90,17 +94,16 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> causal_conv1d_bwd_cud
     const OptTensor& bias, const OptTensor& initial_states, const OptTensor& seq_idx, bool silu,
     const OptTensor& cu_seqlens) {
   const char* op = "causal_conv1d_bwd";
-  MAMBA_CHECK(!(cu_seqlens && (initial_states || dfinal_states)), op, kPerSequenceStatesCpuOnly);
   const ConvInputs in = check_conv_inputs(op, x, weight, bias, initial_states, seq_idx, cu_seqlens);
   check_conv_grads(op, in, dout, dfinal_states);
-  if (cu_seqlens) {  // the packed row with its seq_idx, and no per-sequence initial states
-    const at::Tensor ids = in.seq_idx ? *in.seq_idx : seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen);
-    auto [dx, dweight, dbias, row_dinitial] =
-        causal_conv1d_bwd_cuda(dout, std::nullopt, x, weight, bias, std::nullopt, ids, silu, {});
-    (void)row_dinitial;
-    return {dx, dweight, dbias,
-            per_sequence_states_not_computed(in.state_rows.expect_int(), in.dim.expect_int(),
-                                             in.width.expect_int() - 1, x.options())};
+  if (cu_seqlens) {
+    const auto conv_row_bwd = [&](const at::Tensor& row_dout, const at::Tensor& row, const at::Tensor& row_seq_idx) {
+      const auto grads =
+          causal_conv1d_bwd_cuda(row_dout, std::nullopt, row, weight, bias, std::nullopt, row_seq_idx, silu, {});
+      return std::make_tuple(std::get<0>(grads), std::get<1>(grads), std::get<2>(grads));
+    };
+    return per_sequence_conv_bwd(dout, dfinal_states, in.x, in.initial_states, *cu_seqlens, packed_seq_idx(in),
+                                 in.width.expect_int(), conv_row_bwd);
   }
   const c10::cuda::CUDAGuard guard(x.device());
   const KernelWeights kw = kernel_weights(weight, bias, x.scalar_type());

@@ -8,8 +8,10 @@
 // With seq_idx, xe[e] (position p = e - (W-1) in x's time axis) counts as zero for output t unless
 // seq(p) == seq(t), where seq(p) = seq_idx[b, p] for p >= 0 and seq_idx[b, 0] for p < 0 (the initial
 // states belong to the first sequence of the row); final_states use t = seqlen - 1.
-// With per-sequence states (cu_seqlens, batch 1; CPU only) each sequence s is convolved on its own, as a row
-// of its own with xe = [initial_states[s], x[cu[s] : cu[s + 1]]], and final_states[s] are its last W-1 values.
+// With per-sequence states (cu_seqlens, batch 1) each sequence s is convolved on its own, as a row of its own
+// with xe = [initial_states[s], x[cu[s] : cu[s + 1]]], and final_states[s] are its last W-1 values. Only the
+// CPU kernels take them (per_sequence_states); the CUDA host code composes them from the seq_idx kernels
+// (cuda_sequence_states.h).
 //
 // Layouts (strides in elements; the time stride of x, out, dout, dx is 1):
 //   x, out, dout, dx                 (batch, dim, seqlen)   *_batch_stride, *_dim_stride

@@ -1,12 +1,9 @@
 #include "common/cu_seqlens.h"
 
 #include <ATen/ops/arange.h>
-#include <ATen/ops/full.h>
 #include <ATen/ops/searchsorted.h>
 
 #include "common/checks.h"
-
-#include <limits>
 
 namespace mamba_ext {
 namespace {
@@ -55,10 +52,6 @@ at::Tensor seq_idx_from_cu_seqlens(const at::Tensor& cu_seqlens, const c10::SymI
   // Token t belongs to the sequence i with cu[i] <= t < cu[i + 1]: the number of ends cu[1:] that are <= t.
   const at::Tensor tokens = at::arange(c10::Scalar(seqlen), cu_seqlens.options());
   return at::searchsorted(cu_seqlens.slice(0, 1), tokens, /*out_int32=*/true, /*right=*/true).unsqueeze(0);
-}
-
-at::Tensor per_sequence_states_not_computed(int64_t rows, int64_t dim, int64_t n, const at::TensorOptions& options) {
-  return at::full({rows, dim, n}, std::numeric_limits<double>::quiet_NaN(), options);
 }
 
 std::vector<int64_t> cpu_sequence_bounds(const char* op, const at::Tensor& cu_seqlens,

@@ -31,10 +31,6 @@ void check_not_both(const char* op, const std::optional<at::Tensor>& seq_idx,
 // device).
 at::Tensor seq_idx_from_cu_seqlens(const at::Tensor& cu_seqlens, const c10::SymInt& seqlen);
 
-// CUDA entry points without per-sequence states: what they return in place of the per-sequence state
-// tensor (rows, dim, n) they cannot compute, filled with NaN so that a use of it cannot pass for a value.
-at::Tensor per_sequence_states_not_computed(int64_t rows, int64_t dim, int64_t n, const at::TensorOptions& options);
-
 // For CPU kernels: the sequence boundaries as int64 (num_seqs + 1 values), after checking the values and,
 // when seq_idx is given, that it is the one derived from cu_seqlens (the kernels index states by its ids).
 std::vector<int64_t> cpu_sequence_bounds(const char* op, const at::Tensor& cu_seqlens,

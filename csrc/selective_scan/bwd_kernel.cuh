@@ -12,9 +12,16 @@
 // With S > 1 time splits the adjoint entering each split comes from bwd_split.cuh.
 // Packed rows (seq_idx): the decay of a step that starts a sequence is zero (stage_sequence_cuts), so
 // neither the state flows forward nor the adjoint back across it, and dA, ddelta get nothing from it.
+// Per-sequence states (cu_seqlens, the kSeqStates variant): the recompute loads a sequence's initial state
+// before its first step, whose decay is kept (its h_{t-1} is that initial state); the reverse scan adds
+// the gradient of a sequence's last state at its last step and, at its first step, stores the adjoint
+// flowing out as that sequence's dinitial_state and carries zero on.
 //
-// Instantiations: 3 input dtypes x K in {4, 8} = 6 here; with bwd_split.cuh, 12 scan kernels and 1 combine.
+// Instantiations: 3 input dtypes x K in {4, 8} x kSeqStates = 12 here; with bwd_split.cuh, 24 scan kernels
+// and 2 combine; cuda_bwd.cu builds kSeqStates = false, cuda_bwd_seq_states.cu kSeqStates = true.
 #pragma once
+
+#include <type_traits>
 
 #include "selective_scan/bwd_channel_reduce.cuh"
 #include "selective_scan/bwd_split.cuh"
@@ -28,7 +35,7 @@ inline size_t bwd_smem_bytes(const ScanLayout& l) {
 }
 
 
-template <typename input_t, int K>
+template <typename input_t, int K, bool kSeqStates>
 __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
   const int R = l.R, bc_pitch = l.n_pad + 4, tid = threadIdx.x;
@@ -44,7 +51,7 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
   float* Ck_s = Bk_s + R * l.n_pad;
   float* hist = Ck_s + R * l.n_pad;      // [K][kThreads][kHistPitch]: h_t, then g_t, of each lane's states
   __shared__ __align__(16) float cut_s[kTile];  // -inf where a packed sequence starts, else 0
-  __shared__ unsigned starts_s;
+  __shared__ SequenceMarks marks_s;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate, L = p.seqlen;
@@ -62,7 +69,7 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     if (real) {
       if (split < l.n_splits - 1) {
         g[k] = w.split_in[(row * l.n_splits + split) * N + n];
-      } else if (p.dlast_state_ptr) {
+      } else if (p.dlast_state_ptr && !kSeqStates) {  // kSeqStates: added where each sequence ends
         g[k] = static_cast<const float*>(p.dlast_state_ptr)[row * N + n];
       }
     }
@@ -148,8 +155,12 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
       const int n = s.p * K + k;
       h0[k] = (s.valid && n < N) ? static_cast<const float*>(p.chunk_states_ptr)[(row * p.n_chunks + chunk) * N + n] : 0.f;
     }
-    stage_sequence_cuts(cut_s, &starts_s, p, s, t0, len);
+    stage_sequence_cuts(cut_s, &marks_s, p, s, t0, len);
     __syncthreads();
+    const SequenceMarks marks = marks_s;
+    // kSeqStates: a sequence starts or ends in this tile, so the scans take the per-step tests (kMarked);
+    // other tiles run without them.
+    const bool marked_tile = kSeqStates && (marks.starts | marks.ends) != 0;
     if (chunk > chunk_begin) prefetch(chunk - 1);  // in flight during this tile's work
 
     const float* dt_row = dt_s + s.c * kPitch;
@@ -162,47 +173,61 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
 #pragma unroll
       for (int k = 0; k < K; ++k) h[k] = h0[k];
       if (half == 1) {  // the state at the middle of the tile
+        const auto advance_to_middle = [&](auto marked) {
+          constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 4
-        for (int t = 0; t < kHalf; ++t) {
-          const float dt = dt_row[t], dtu = dt * u_row[t], cut = cut_s[t];
-          float Bv[K];
-          read_states(Bv, B_read + t * B_step);
+          for (int t = 0; t < kHalf; ++t) {
+            const float dt = dt_row[t], dtu = dt * u_row[t], cut = cut_s[t];
+            float Bv[K];
+            read_states(Bv, B_read + t * B_step);
+            if constexpr (kMarked) {
+              if ((marks.starts >> t) & 1u) load_sequence_state(h, p, s, t0 + t);
+            }
 #pragma unroll
-          for (int k = 0; k < K; ++k) h[k] = fmaf(ex2(fmaf(dt, A2[k], cut)), h[k], dtu * Bv[k]);
-        }
+            for (int k = 0; k < K; ++k) h[k] = fmaf(ex2(fmaf(dt, A2[k], cut)), h[k], dtu * Bv[k]);
+          }
+        };
+        if (marked_tile) advance_to_middle(std::true_type()); else advance_to_middle(std::false_type());
       }
 #pragma unroll
       for (int k = 0; k < K; ++k) hstart[k] = h[k];
 
       // (2) Recompute the half's states into hist; y = C.h.
+      const auto recompute = [&](auto marked) {
+        constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 1
-      for (int t = tb; t < tb + kHalf; t += 4) {
-        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-        const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-        const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
-        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-        const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
-        float y[4];
+        for (int t = tb; t < tb + kHalf; t += 4) {
+          const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+          const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+          const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
+          const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+          const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+          float y[4];
 #pragma unroll
-        for (int j = 0; j < 4; ++j) {
-          float Bv[K], Cv[K];
-          read_states(Bv, B_read + (t + j) * B_step);
-          read_states(Cv, C_read + (t + j) * C_step);
-          const float dtu = dtv[j] * uv[j];
-          y[j] = 0.f;
+          for (int j = 0; j < 4; ++j) {
+            float Bv[K], Cv[K];
+            read_states(Bv, B_read + (t + j) * B_step);
+            read_states(Cv, C_read + (t + j) * C_step);
+            const float dtu = dtv[j] * uv[j];
+            y[j] = 0.f;
+            if constexpr (kMarked) {
+              if ((marks.starts >> (t + j)) & 1u) load_sequence_state(h, p, s, t0 + t + j);
+            }
 #pragma unroll
-          for (int k = 0; k < K; ++k) {
-            h[k] = fmaf(ex2(fmaf(dtv[j], A2[k], cutv[j])), h[k], dtu * Bv[k]);
-            hist[(k * kThreads + tid) * kHistPitch + t - tb + j] = h[k];
-            y[j] = fmaf(Cv[k], h[k], y[j]);
+            for (int k = 0; k < K; ++k) {
+              h[k] = fmaf(ex2(fmaf(dtv[j], A2[k], cutv[j])), h[k], dtu * Bv[k]);
+              hist[(k * kThreads + tid) * kHistPitch + t - tb + j] = h[k];
+              y[j] = fmaf(Cv[k], h[k], y[j]);
+            }
           }
-        }
-        for (int off = 1; off < l.P; off <<= 1) {
+          for (int off = 1; off < l.P; off <<= 1) {
 #pragma unroll
-          for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+            for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+          }
+          if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
         }
-        if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
-      }
+      };
+      if (marked_tile) recompute(std::true_type()); else recompute(std::false_type());
       __syncthreads();
 
       // (3) dC from the states: over the block's channels when C is input-dependent, else over time in
@@ -218,55 +243,72 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
       }
 
       // (4) Reverse scan over the half.
+      const auto reverse_scan = [&](auto marked) {
+        constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 1
-      for (int t = tb + kHalf - 4; t >= tb; t -= 4) {
-        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-        const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-        const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
-        const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
-        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-        const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
-        float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
+        for (int t = tb + kHalf - 4; t >= tb; t -= 4) {
+          const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+          const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
+          const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
+          const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
+          const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
+          const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+          float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
 #pragma unroll
-        for (int j = 3; j >= 0; --j) {
-          float Bv[K], Cv[K];
-          read_states(Bv, B_read + (t + j) * B_step);
-          read_states(Cv, C_read + (t + j) * C_step);
-          const float dt = dtv[j], dy = dyv[j];
-          s1[j] = s2[j] = 0.f;
-          const int col = t - tb + j;
+          for (int j = 3; j >= 0; --j) {
+            float Bv[K], Cv[K];
+            read_states(Bv, B_read + (t + j) * B_step);
+            read_states(Cv, C_read + (t + j) * C_step);
+            const float dt = dtv[j], dy = dyv[j];
+            s1[j] = s2[j] = 0.f;
+            const int col = t - tb + j;
+            // kSeqStates: the step that starts a sequence decays its initial state, not the previous token's.
+            const bool starts_here = kMarked && ((marks.starts >> (t + j)) & 1u);
+            float h_init[K] = {};
+            if constexpr (kMarked) {
+              if ((marks.ends >> (t + j)) & 1u) add_sequence_state_grad(g, p, s, t0 + t + j);
+              if (starts_here) load_sequence_state(h_init, p, s, t0 + t + j);
+            }
 #pragma unroll
-          for (int k = 0; k < K; ++k) {
-            float* hp = hist + (k * kThreads + tid) * kHistPitch + col;
-            const float h_prev = col > 0 ? hp[-1] : hstart[k];  // not yet overwritten: we walk backwards
-            const float gk = fmaf(Cv[k], dy, g[k]);     // dL/dh_t
-            const float g_prev = ex2(fmaf(dt, A2[k], cutv[j])) * gk;  // flows to h_{t-1}
-            const float ga = g_prev * h_prev;           // dL/d(dt A_n) = g_t a_t h_{t-1}
-            dA[k] = fmaf(ga, dt, dA[k]);
-            s1[j] = fmaf(ga, A[k], s1[j]);
-            s2[j] = fmaf(gk, Bv[k], s2[j]);
-            *hp = gk;
-            g[k] = g_prev;
+            for (int k = 0; k < K; ++k) {
+              float* hp = hist + (k * kThreads + tid) * kHistPitch + col;
+              float h_prev = col > 0 ? hp[-1] : hstart[k];  // not yet overwritten: we walk backwards
+              if (starts_here) h_prev = h_init[k];
+              const float gk = fmaf(Cv[k], dy, g[k]);     // dL/dh_t
+              const float g_prev = ex2(fmaf(dt, A2[k], cutv[j])) * gk;  // flows to h_{t-1}
+              const float ga = g_prev * h_prev;           // dL/d(dt A_n) = g_t a_t h_{t-1}
+              dA[k] = fmaf(ga, dt, dA[k]);
+              s1[j] = fmaf(ga, A[k], s1[j]);
+              s2[j] = fmaf(gk, Bv[k], s2[j]);
+              *hp = gk;
+              g[k] = g_prev;
+            }
+            if (starts_here) {  // the adjoint of the initial state; nothing flows into the previous sequence
+              store_sequence_state(p.dinitial_state_ptr, g, p, s, t0 + t + j);
+#pragma unroll
+              for (int k = 0; k < K; ++k) g[k] = 0.f;
+            }
+          }
+          for (int off = 1; off < l.P; off <<= 1) {
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
+              s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
+            }
+          }
+          if (s.p == 0) {
+            float du[4], ddt[4];
+#pragma unroll
+            for (int j = 0; j < 4; ++j) {
+              du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
+              ddt[j] = fmaf(s2[j], uv[j], s1[j]);
+            }
+            *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
+            *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
           }
         }
-        for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
-            s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
-          }
-        }
-        if (s.p == 0) {
-          float du[4], ddt[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j) {
-            du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
-            ddt[j] = fmaf(s2[j], uv[j], s1[j]);
-          }
-          *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
-          *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
-        }
-      }
+      };
+      if (marked_tile) reverse_scan(std::true_type()); else reverse_scan(std::false_type());
       __syncthreads();
 
       // (5) dB from the adjoints (constant B: over time in each lane).
@@ -324,34 +366,44 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     w.dA_part[(part + s.d) * N + n] = dA[k];
     if (!p.is_variable_B) w.dB_part[(part + s.d) * N + n] = dBc[k];
     if (!p.is_variable_C) w.dC_part[(part + s.d) * N + n] = dCc[k];
-    if (split == 0) static_cast<float*>(p.dinitial_state_ptr)[row * N + n] = g[k];
+    if (split == 0 && !kSeqStates) static_cast<float*>(p.dinitial_state_ptr)[row * N + n] = g[k];
   }
 }
 
-template <typename input_t, int K>
+template <typename input_t, int K, bool kSeqStates>
 cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
   const size_t smem = bwd_smem_bytes(l);
   const size_t local_smem = bwd_local_smem_bytes(l);
-  cudaError_t err = cudaFuncSetAttribute(bwd_kernel<input_t, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t err = cudaFuncSetAttribute(bwd_kernel<input_t, K, kSeqStates>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
   if (err != cudaSuccess) return err;
   const unsigned gy = unsigned(p.batch * p.n_groups);
   if (l.n_splits > 1) {
-    err = cudaFuncSetAttribute(bwd_local_kernel<input_t, K>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(local_smem));
+    err = cudaFuncSetAttribute(bwd_local_kernel<input_t, K, kSeqStates>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(local_smem));
     if (err != cudaSuccess) return err;
     const dim3 grid(unsigned(l.n_cblocks), gy, unsigned(l.n_splits - 1));
-    bwd_local_kernel<input_t, K><<<grid, kThreads, local_smem, stream>>>(p, l, w);
+    bwd_local_kernel<input_t, K, kSeqStates><<<grid, kThreads, local_smem, stream>>>(p, l, w);
     const int64_t total = p.batch * p.dim * p.dstate;
-    bwd_combine_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
+    bwd_combine_kernel<kSeqStates><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
   }
-  bwd_kernel<input_t, K><<<dim3(unsigned(l.n_cblocks), gy, unsigned(l.n_splits)), kThreads, smem, stream>>>(p, l, w);
+  bwd_kernel<input_t, K, kSeqStates><<<dim3(unsigned(l.n_cblocks), gy, unsigned(l.n_splits)), kThreads, smem, stream>>>(p, l, w);
   return cudaGetLastError();
 }
 
-// Entry point for one input dtype: 2 (K) x 2 (full, local) instantiations.
-template <typename input_t>
+// Entry point for one input dtype and kind of packing: 2 (K) x 2 (full, local) instantiations. kSeqStates
+// (p.per_sequence_states) is instantiated in its own file, so the two halves compile in parallel.
+template <typename input_t, bool kSeqStates>
 cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w,
                                       cudaStream_t stream) {
-  return l.K == 4 ? launch_bwd_k<input_t, 4>(p, l, w, stream) : launch_bwd_k<input_t, 8>(p, l, w, stream);
+  return l.K == 4 ? launch_bwd_k<input_t, 4, kSeqStates>(p, l, w, stream)
+                  : launch_bwd_k<input_t, 8, kSeqStates>(p, l, w, stream);
 }
+
+#define MAMBA_EXT_BWD_SEQ_STATES(prefix, T)                                                           \
+  prefix template cudaError_t launch_selective_scan_bwd<T, true>(const SelectiveScanParams&, const ScanLayout&, \
+                                                                 const ScanWork&, cudaStream_t);
+// Declared here, built in cuda_bwd_seq_states.cu.
+MAMBA_EXT_BWD_SEQ_STATES(extern, float)
+MAMBA_EXT_BWD_SEQ_STATES(extern, __half)
+MAMBA_EXT_BWD_SEQ_STATES(extern, __nv_bfloat16)
 
 }  // namespace mamba_ext::cuda

@@ -5,7 +5,10 @@
 // decay is exp(A * sum dt)), and the full backward starts each split from the adjoint leaving the next one.
 // Grid as the backward; z = split - 1.
 //
-// Instantiations: 3 input dtypes x K in {4, 8} = 6 of bwd_local_kernel, 1 combine kernel.
+// Per-sequence states (kSeqStates, see bwd_kernel.cuh): the gradient of a sequence's last state enters at
+// its last step, and nothing flows out of a sequence's first step.
+//
+// Instantiations: 3 input dtypes x K in {4, 8} x kSeqStates = 12 of bwd_local_kernel, 2 of the combine kernel.
 #pragma once
 
 #include "selective_scan/scan_common.cuh"
@@ -18,7 +21,7 @@ inline size_t bwd_local_smem_bytes(const ScanLayout& l) {
 
 // Zero-start adjoint of split blockIdx.z + 1 (every split but the first): what it passes to the split before
 // it when nothing flows in from the right. Needs no states, so no recompute.
-template <typename input_t, int K>
+template <typename input_t, int K, bool kSeqStates>
 __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
   const int R = l.R, bc_pitch = l.n_pad + 4;
@@ -27,7 +30,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   float* C_s = dy_s + R * kPitch;           // [kTile][n_pad + 4]
   float* Ck_s = C_s + kTile * bc_pitch;     // constant C: [R][n_pad]
   __shared__ __align__(16) float cut_s[kTile];  // -inf where a packed sequence starts, else 0
-  __shared__ unsigned starts_s;
+  __shared__ SequenceMarks marks_s;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z + 1, N = p.dstate;
@@ -79,16 +82,26 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
       sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
       sts8(dy_s + s.io_c * kPitch + s.io_t, dy8);
     }
-    stage_sequence_cuts(cut_s, &starts_s, p, s, t0, len);
+    stage_sequence_cuts(cut_s, &marks_s, p, s, t0, len);
     __syncthreads();
-    cut = cut || starts_s != 0;
+    const SequenceMarks marks = marks_s;
+    cut = cut || marks.starts != 0;
     for (int t = kTile - 1; t >= 0; --t) {
       const float dt = dt_s[s.c * kPitch + t], dy = dy_s[s.c * kPitch + t], cut_t = cut_s[t];
       dtsum += dt;
       float Cv[K];
       read_states(Cv, C_read + t * C_step);
+      if constexpr (kSeqStates) {
+        if ((marks.ends >> t) & 1u) add_sequence_state_grad(g, p, s, t0 + t);
+      }
 #pragma unroll
       for (int k = 0; k < K; ++k) g[k] = ex2(fmaf(dt, A2[k], cut_t)) * fmaf(Cv[k], dy, g[k]);
+      if constexpr (kSeqStates) {
+        if ((marks.starts >> t) & 1u) {
+#pragma unroll
+          for (int k = 0; k < K; ++k) g[k] = 0.f;
+        }
+      }
     }
     __syncthreads();
   }
@@ -102,13 +115,15 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
 }
 
 // Adjoint leaving each split to the left: q_{S-1} = dlast_state, q_{s-1} = local_s + exp(A sum dt_s) q_s.
+template <bool kSeqStates>
 __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t N = p.dstate;
   if (i >= p.batch * p.dim * N) return;
   const int64_t row = i / N, n = i % N, d = row % p.dim;
   const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
-  float q = p.dlast_state_ptr ? static_cast<const float*>(p.dlast_state_ptr)[i] : 0.f;
+  // Per-sequence states: the last split's full pass adds the last sequence's gradient at its last step.
+  float q = p.dlast_state_ptr && !kSeqStates ? static_cast<const float*>(p.dlast_state_ptr)[i] : 0.f;
   for (int64_t s = l.n_splits - 1; s >= 0; --s) {
     const int64_t at = (row * l.n_splits + s) * N + n;
     w.split_in[at] = q;

@@ -1,9 +1,9 @@
 // CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_kernel.cuh on the
 // current stream, and the fixed-order sums of the per-block partial gradients. There are no atomics, so
 // the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs nothing.
-// cu_seqlens runs as its seq_idx; per-sequence states (an initial_state or a dlast_state) are rejected and
-// the per-sequence dinitial_state is not computed (NaN).
-// Instantiations: 3 input dtypes x 2 (K) x 2 (full, local) = 12 plus the split combine.
+// cu_seqlens (per-sequence initial states and last-state gradients) runs the kSeqStates variant on its
+// seq_idx, built in cuda_bwd_seq_states.cu.
+// Instantiations here: 3 input dtypes x 2 (K) x 2 (full, local) = 12 plus the split combine.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -13,7 +13,6 @@
 
 #include <array>
 
-#include "common/cu_seqlens.h"
 #include "selective_scan/bwd_kernel.cuh"
 #include "selective_scan/cuda_launch.h"
 
@@ -27,12 +26,9 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
                                   const OptTensor& seq_idx, const at::Tensor& chunk_states, int64_t chunk_size,
                                   bool /*deterministic*/, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_bwd";
-  MAMBA_CHECK(!(cu_seqlens && (initial_state || dlast_state)), op,
-              "gradients through per-sequence states (cu_seqlens with initial_state, or a gradient flowing into "
-              "the per-sequence last states) are CPU-only for now");
-  const int64_t n_seqs = cuda::num_packed_sequences(op, u, seq_idx, cu_seqlens);
+  cuda::check_packed_sequences(op, seq_idx, cu_seqlens);
   cuda::check_cuda_inputs(op, u, chunk_size);
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   check_scan_grads(op, in, dout, dlast_state, chunk_states, chunk_size);
   const c10::cuda::CUDAGuard guard(u.device());
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
@@ -42,14 +38,15 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   const int64_t Bt = p.batch, Dm = p.dim, N = p.dstate, L = p.seqlen, G = p.n_groups;
   at::Tensor du = at::empty({Bt, Dm, L}, u.options()), ddelta = at::empty({Bt, Dm, L}, u.options());
   at::Tensor dz = z ? at::empty({Bt, Dm, L}, u.options()) : at::empty({0}, u.options());
-  at::Tensor dinitial = at::empty({Bt, Dm, N}, f32);
-  const auto returned_dinitial = [&] {
-    return cu_seqlens ? per_sequence_states_not_computed(n_seqs, Dm, N, f32) : dinitial;
-  };
-  if (Bt == 0 || Dm == 0 || L == 0) {
+  at::Tensor dinitial = at::empty({p.state_rows, Dm, N}, f32);
+  // Per-sequence states: the kernel stores the rows of non-empty sequences; an empty one passes dlast_state
+  // on. Without tokens every row does.
+  if (p.per_sequence_states || Bt == 0 || Dm == 0 || L == 0) {
     if (dlast) dinitial.copy_(*dlast); else dinitial.zero_();
+  }
+  if (Bt == 0 || Dm == 0 || L == 0) {
     return {du, ddelta, at::zeros({Dm, N}, f32), at::zeros_like(B), at::zeros_like(C), at::zeros({Dm}, f32), dz,
-            at::zeros({Dm}, f32), returned_dinitial()};
+            at::zeros({Dm}, f32), dinitial};
   }
   p.dout_batch_stride = dout_t.stride(0);
   p.dout_dim_stride = dout_t.stride(1);
@@ -97,7 +94,9 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
     using input_t = std::remove_pointer_t<decltype(tag)>;
-    cuda::check_launch(op, cuda::launch_selective_scan_bwd<input_t>(p, l, w, stream));
+    const auto launch = p.per_sequence_states ? cuda::launch_selective_scan_bwd<input_t, true>
+                                              : cuda::launch_selective_scan_bwd<input_t, false>;
+    cuda::check_launch(op, launch(p, l, w, stream));
   });
 
   const std::array<int64_t, 2> dims{0, 1};
@@ -114,7 +113,7 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
           dD_part.sum(kBatchAndSplit),
           dz,
           ddelta_bias_part.sum(kBatchAndSplit),
-          returned_dinitial()};
+          dinitial};
 }
 
 }  // namespace

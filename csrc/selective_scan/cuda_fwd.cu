@@ -1,8 +1,7 @@
 // CUDA forward of mamba_ext::selective_scan_fwd: checks, allocation and the launch of fwd_kernel.cuh on
-// the current stream of u's device. Instantiations: 3 input dtypes x 2 (K) x 2 (split pass) = 12 scan
-// kernels plus the split combine (see launch_selective_scan_fwd). cu_seqlens runs as its seq_idx, and the
-// per-sequence last states come from final_states_kernel.cuh (3 more); per-sequence initial states are
-// rejected (CPU-only for now).
+// the current stream of u's device. Instantiations here: 3 input dtypes x 2 (K) x 2 (split pass) = 12 scan
+// kernels plus the split combine (see launch_selective_scan_fwd). cu_seqlens (per-sequence initial and last
+// states) runs the kSeqStates variant on its seq_idx, built in cuda_fwd_seq_states.cu.
 #include <ATen/ops/empty.h>
 #include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
@@ -10,7 +9,6 @@
 #include <torch/library.h>
 
 #include "selective_scan/cuda_launch.h"
-#include "selective_scan/final_states_kernel.cuh"
 #include "selective_scan/fwd_kernel.cuh"
 
 namespace mamba_ext {
@@ -21,21 +19,21 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
     const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
   const char* op = "selective_scan_fwd";
-  MAMBA_CHECK(!(cu_seqlens && initial_state), op,
-              "per-sequence initial states (cu_seqlens with initial_state) are CPU-only for now");
-  const int64_t n_seqs = cuda::num_packed_sequences(op, u, seq_idx, cu_seqlens);
+  cuda::check_packed_sequences(op, seq_idx, cu_seqlens);
   cuda::check_cuda_inputs(op, u, chunk_size);
-  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx);
+  const ScanInputs in = check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   const c10::cuda::CUDAGuard guard(u.device());
   SelectiveScanParams p = make_scan_params(in, delta_softplus, chunk_size);
   const auto f32 = u.options().dtype(at::kFloat);
   at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, u.options());
-  at::Tensor last_state = at::empty({p.batch, p.dim, p.dstate}, f32);
+  at::Tensor last_state = at::empty({p.state_rows, p.dim, p.dstate}, f32);
   at::Tensor chunk_states = at::empty({p.batch, p.dim, p.n_chunks, p.dstate}, f32);
-  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) {
+  // Per-sequence states: the kernel stores the rows of non-empty sequences; an empty one keeps its initial
+  // state. Without tokens every row is its initial state.
+  if (p.per_sequence_states || p.batch == 0 || p.dim == 0 || p.seqlen == 0) {
     if (in.initial_state) last_state.copy_(*in.initial_state); else last_state.zero_();
-    return {out, cu_seqlens ? at::zeros({n_seqs, p.dim, p.dstate}, f32) : last_state, chunk_states};
   }
+  if (p.batch == 0 || p.dim == 0 || p.seqlen == 0) return {out, last_state, chunk_states};
   p.out_batch_stride = out.stride(0);
   p.out_dim_stride = out.stride(1);
   p.out_ptr = out.data_ptr();
@@ -58,18 +56,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
     using input_t = std::remove_pointer_t<decltype(tag)>;
-    cuda::check_launch(op, cuda::launch_selective_scan_fwd<input_t>(p, layout, work, stream));
+    const auto launch = p.per_sequence_states ? cuda::launch_selective_scan_fwd<input_t, true>
+                                              : cuda::launch_selective_scan_fwd<input_t, false>;
+    cuda::check_launch(op, launch(p, layout, work, stream));
   });
-  if (!cu_seqlens) return {out, last_state, chunk_states};
-  // Per-sequence final states (no initial states here): recomputed from the saved chunk states.
-  at::Tensor final_states = at::empty({n_seqs, p.dim, p.dstate}, f32);
-  const at::Tensor bounds = cu_seqlens->to(at::kLong).contiguous();
-  cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
-    using input_t = std::remove_pointer_t<decltype(tag)>;
-    cuda::check_launch(op, cuda::launch_sequence_final_states<input_t>(p, bounds.const_data_ptr<int64_t>(), n_seqs,
-                                                                      final_states.data_ptr<float>(), stream));
-  });
-  return {out, final_states, chunk_states};
+  return {out, last_state, chunk_states};
 }
 
 }  // namespace

@@ -8,7 +8,6 @@
 #include <initializer_list>
 
 #include "common/checks.h"
-#include "common/cu_seqlens.h"
 #include "selective_scan/scan_args.h"
 #include "selective_scan/scan_common.cuh"
 
@@ -22,12 +21,10 @@ inline void check_cuda_inputs(const char* op, const at::Tensor& u, int64_t chunk
               chunk_size);
 }
 
-// cu_seqlens reaching the internal ops: checked, with the seq_idx derived from it; returns num_seqs (0 without).
-inline int64_t num_packed_sequences(const char* op, const at::Tensor& u, const OptTensor& seq_idx,
-                                    const OptTensor& cu_seqlens) {
-  if (!cu_seqlens) return 0;
-  check_ids_with_cu_seqlens(op, seq_idx);
-  return check_cu_seqlens(op, *cu_seqlens, u, "u", u.sym_size(0), u.sym_size(2)).expect_int();
+// cu_seqlens reaches the internal ops with the seq_idx derived from it (check_scan_inputs checks cu_seqlens
+// itself); the kernels index per-sequence states by those ids.
+inline void check_packed_sequences(const char* op, const OptTensor& seq_idx, const OptTensor& cu_seqlens) {
+  if (cu_seqlens) check_ids_with_cu_seqlens(op, seq_idx);
 }
 
 inline void check_launch(const char* op, cudaError_t err) {

@@ -10,11 +10,17 @@
 // With one split the kernel runs once. With S > 1 splits (few rows, long sequences) a first pass runs each
 // split from a zero state (kLocal: no output, only its end state and sum of dt), fwd_combine_kernel chains
 // them (a split's total decay is exp(A * sum dt)), and the full pass starts each split from its true state.
+// The last split passes nothing on, so the zero-start pass skips it.
 // Packed rows (seq_idx): the decay of a step that starts a sequence is zero (stage_sequence_cuts), and a
-// split containing such a step passes nothing on to the next one.
+// split containing such a step passes nothing on to the next one. Per-sequence states (cu_seqlens) run the
+// kSeqStates variant: a step that starts a sequence first loads its initial state, a step that ends one
+// stores its last state (per-step branches the other variant does not carry).
 //
-// Instantiations: 3 input dtypes (fp32, fp16, bf16) x K in {4, 8} x kLocal = 12 scan kernels, 1 combine.
+// Instantiations: 3 input dtypes (fp32, fp16, bf16) x K in {4, 8} x kLocal x kSeqStates = 24 scan kernels,
+// 2 combine; cuda_fwd.cu builds kSeqStates = false, cuda_fwd_seq_states.cu kSeqStates = true.
 #pragma once
+
+#include <type_traits>
 
 #include "selective_scan/scan_common.cuh"
 
@@ -28,7 +34,7 @@ inline size_t fwd_smem_bytes(const ScanLayout& l) {
 // made the bf16 forward 37% slower: spills and less overlap in the scan.)
 constexpr int kFwdMinBlocks = 4;
 
-template <typename input_t, int K, bool kLocal>
+template <typename input_t, int K, bool kLocal, bool kSeqStates>
 __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
   const int R = l.R, bc_pitch = l.n_pad + 4;
@@ -40,7 +46,7 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
   float* Bk_s = C_s + kTile * bc_pitch;           // constant B, C: [R][n_pad]
   float* Ck_s = Bk_s + R * l.n_pad;
   __shared__ __align__(16) float cut_s[kTile];  // -inf where a packed sequence starts, else 0
-  __shared__ unsigned starts_s;
+  __shared__ SequenceMarks marks_s;
 
   const Pos s = block_pos(p, l);
   const int64_t split = blockIdx.z, N = p.dstate;
@@ -58,7 +64,7 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
     if (!kLocal && real && s.valid) {
       if (split > 0) {
         h[k] = w.split_in[(row * l.n_splits + split) * N + n];
-      } else if (p.initial_state_ptr) {
+      } else if (p.initial_state_ptr && !kSeqStates) {  // kSeqStates: token 0 loads its sequence's
         h[k] = static_cast<const float*>(p.initial_state_ptr)[row * N + n];
       }
     }
@@ -134,50 +140,63 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
       stage_bc8(C_s, C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
                 N, len, s, l, l.vec_io);
     }
-    stage_sequence_cuts(cut_s, &starts_s, p, s, t0, len);
+    stage_sequence_cuts(cut_s, &marks_s, p, s, t0, len);
     __syncthreads();
-    cut = cut || starts_s != 0;
+    const SequenceMarks marks = marks_s;
+    cut = cut || marks.starts != 0;
     if (chunk + 1 < chunk_end) prefetch(chunk + 1);  // in flight during the scan
 
-    // (2) Scan, four steps at a time.
+    // (2) Scan, four steps at a time. kMarked (kSeqStates only, for a tile where a sequence starts or ends)
+    // adds the per-step tests that load initial states and store last states; other tiles run without them.
     const float* dt_row = dt_s + s.c * kPitch;
     const float* dtu_row = dtu_s + s.c * kPitch;
     const float* Bq = B_read;
     const float* Cq = C_read;
+    const auto scan_tile = [&](auto marked) {
+      constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 2
-    for (int t = 0; t < kTile; t += 4) {
-      const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-      const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
-      const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
-      const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
-      const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
-      float y[4];
+      for (int t = 0; t < kTile; t += 4) {
+        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
+        const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
+        const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
+        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
+        const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+        float y[4];
 #pragma unroll
-      for (int j = 0; j < 4; ++j) {
-        float Bv[K], Cv[K];
-        read_states(Bv, Bq);
-        Bq += B_step;
-        if (!kLocal) {
-          read_states(Cv, Cq);
-          Cq += C_step;
+        for (int j = 0; j < 4; ++j) {
+          float Bv[K], Cv[K];
+          read_states(Bv, Bq);
+          Bq += B_step;
+          if (!kLocal) {
+            read_states(Cv, Cq);
+            Cq += C_step;
+          }
+          y[j] = 0.f;
+          if constexpr (kMarked) {
+            if ((marks.starts >> (t + j)) & 1u) load_sequence_state(h, p, s, t0 + t + j);
+          }
+#pragma unroll
+          for (int k = 0; k < K; ++k) {
+            h[k] = fmaf(ex2(fmaf(dtv[j], A2[k], cutv[j])), h[k], dtuv[j] * Bv[k]);
+            if (!kLocal) y[j] = fmaf(Cv[k], h[k], y[j]);
+          }
+          if constexpr (kMarked && !kLocal) {
+            if ((marks.ends >> (t + j)) & 1u) store_sequence_state(p.last_state_ptr, h, p, s, t0 + t + j);
+          }
         }
-        y[j] = 0.f;
+        if (kLocal) {
+          dtsum += (dtv[0] + dtv[1]) + (dtv[2] + dtv[3]);
+        } else {
+          for (int off = 1; off < l.P; off <<= 1) {
 #pragma unroll
-        for (int k = 0; k < K; ++k) {
-          h[k] = fmaf(ex2(fmaf(dtv[j], A2[k], cutv[j])), h[k], dtuv[j] * Bv[k]);
-          if (!kLocal) y[j] = fmaf(Cv[k], h[k], y[j]);
+            for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
+          }
+          if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
         }
       }
-      if (kLocal) {
-        dtsum += (dtv[0] + dtv[1]) + (dtv[2] + dtv[3]);
-      } else {
-        for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-          for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
-        }
-        if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
-      }
-    }
+    };
+    const bool marked_tile = kSeqStates && (marks.starts | marks.ends) != 0;
+    if (marked_tile) scan_tile(std::true_type()); else scan_tile(std::false_type());
     __syncthreads();
 
     // (3) Gate and store. The next tile's staging writes other arrays, and its scan writes y_s only after
@@ -204,7 +223,7 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
     if (n >= N) continue;
     if (kLocal) {
       w.split_local[(row * l.n_splits + split) * N + n] = h[k];
-    } else if (split == l.n_splits - 1) {
+    } else if (split == l.n_splits - 1 && !kSeqStates) {  // kSeqStates: stored where each sequence ends
       static_cast<float*>(p.last_state_ptr)[row * N + n] = h[k];
     }
   }
@@ -213,43 +232,56 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
 
 // Chains the splits: the state entering split s is the state entering split s-1 decayed by exp(A * sum dt)
 // of split s-1 plus that split's zero-start end state. One thread per (batch, channel, state).
+template <bool kSeqStates>
 __global__ void fwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t N = p.dstate;
   if (i >= p.batch * p.dim * N) return;
   const int64_t row = i / N, n = i % N, d = row % p.dim;
   const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
-  float h = p.initial_state_ptr ? static_cast<const float*>(p.initial_state_ptr)[i] : 0.f;
+  // Per-sequence states: the first split starts a sequence at token 0, so nothing flows in.
+  float h = p.initial_state_ptr && !kSeqStates ? static_cast<const float*>(p.initial_state_ptr)[i] : 0.f;
   for (int64_t s = 0; s < l.n_splits; ++s) {
     const int64_t at = (row * l.n_splits + s) * N + n;
     w.split_in[at] = h;
-    h = split_decay(A2, w.split_dtsum[row * l.n_splits + s]) * h + w.split_local[at];
+    if (s + 1 < l.n_splits) h = split_decay(A2, w.split_dtsum[row * l.n_splits + s]) * h + w.split_local[at];
   }
 }
 
-template <typename input_t, int K>
+template <typename input_t, int K, bool kSeqStates>
 cudaError_t launch_fwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
   const size_t smem = fwd_smem_bytes(l);
   const dim3 grid(unsigned(l.n_cblocks), unsigned(p.batch * p.n_groups), unsigned(l.n_splits));
-  // 2 instantiations here (kLocal), per input dtype and K.
-  for (auto kernel : {fwd_kernel<input_t, K, true>, fwd_kernel<input_t, K, false>}) {
+  // 2 instantiations here (kLocal), per input dtype, K and kSeqStates.
+  for (auto kernel : {fwd_kernel<input_t, K, true, kSeqStates>, fwd_kernel<input_t, K, false, kSeqStates>}) {
     cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
     if (err != cudaSuccess) return err;
   }
   if (l.n_splits > 1) {
-    fwd_kernel<input_t, K, true><<<grid, kThreads, smem, stream>>>(p, l, w);
+    const dim3 local_grid(grid.x, grid.y, grid.z - 1);
+    fwd_kernel<input_t, K, true, kSeqStates><<<local_grid, kThreads, smem, stream>>>(p, l, w);
     const int64_t total = p.batch * p.dim * p.dstate;
-    fwd_combine_kernel<<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
+    fwd_combine_kernel<kSeqStates><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
   }
-  fwd_kernel<input_t, K, false><<<grid, kThreads, smem, stream>>>(p, l, w);
+  fwd_kernel<input_t, K, false, kSeqStates><<<grid, kThreads, smem, stream>>>(p, l, w);
   return cudaGetLastError();
 }
 
-// Entry point for one input dtype: 2 (K) x 2 (kLocal) scan instantiations.
-template <typename input_t>
+// Entry point for one input dtype and kind of packing: 2 (K) x 2 (kLocal) scan instantiations. kSeqStates
+// (p.per_sequence_states) is instantiated in its own file, so the two halves compile in parallel.
+template <typename input_t, bool kSeqStates>
 cudaError_t launch_selective_scan_fwd(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w,
                                       cudaStream_t stream) {
-  return l.K == 4 ? launch_fwd_k<input_t, 4>(p, l, w, stream) : launch_fwd_k<input_t, 8>(p, l, w, stream);
+  return l.K == 4 ? launch_fwd_k<input_t, 4, kSeqStates>(p, l, w, stream)
+                  : launch_fwd_k<input_t, 8, kSeqStates>(p, l, w, stream);
 }
+
+#define MAMBA_EXT_FWD_SEQ_STATES(prefix, T)                                                           \
+  prefix template cudaError_t launch_selective_scan_fwd<T, true>(const SelectiveScanParams&, const ScanLayout&, \
+                                                                 const ScanWork&, cudaStream_t);
+// Declared here, built in cuda_fwd_seq_states.cu.
+MAMBA_EXT_FWD_SEQ_STATES(extern, float)
+MAMBA_EXT_FWD_SEQ_STATES(extern, __half)
+MAMBA_EXT_FWD_SEQ_STATES(extern, __nv_bfloat16)
 
 }  // namespace mamba_ext::cuda

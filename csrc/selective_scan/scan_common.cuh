@@ -83,7 +83,9 @@ inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blo
       }
     }
   } else if (blocks < slots / 2) {
-    splits = (slots + blocks - 1) / blocks;  // too few rows to fill the GPU: a split costs a second pass of exps
+    // Too few rows to fill the GPU: a split costs a second pass of exps. Round down, so the blocks fit in one
+    // wave (rounding up, 128 blocks on 528 slots made 5 splits, 640 blocks: a second, mostly empty round).
+    splits = slots / blocks;
   }
   splits = splits > n_chunks ? (n_chunks < 1 ? 1 : n_chunks) : splits;
   l.chunks_per_split = n_chunks < 1 ? 1 : (n_chunks + splits - 1) / splits;
@@ -126,20 +128,76 @@ __device__ __forceinline__ int tile_len(int64_t seqlen, int64_t t0) {
 // Packed sequences (seq_idx). A step that starts a new sequence must drop the state carried into it: its
 // decay exp(dt A) becomes exactly zero by adding -inf to the exponent, ex2(dt * A2 + cut) with cut = -inf
 // there and 0 elsewhere, which costs nothing (an FMA where there was a multiply) and needs no branch.
-// Warp 0 stages the tile's cut[kTile] in shared memory (one step per lane) and returns the tile's starts
-// as a bit mask (bit j: step t0 + j); without seq_idx every cut is 0.
+// With per-sequence states (cu_seqlens, p.per_sequence_states) the kernels' kSeqStates variants instead
+// replace the carried state by the sequence's own initial state before its first step (token 0 included)
+// and keep the decay, so every cut is 0 there; they also need the steps that end a sequence (the last
+// token of the row included), where the forward stores the sequence's last state and the backward adds its
+// incoming gradient.
+// Warp 0 stages the tile's cut[kTile] in shared memory (one step per lane) and the tile's starts and ends
+// as bit masks (bit j: step t0 + j); without seq_idx every cut is 0 and there are none.
+struct SequenceMarks {
+  unsigned starts, ends;
+};
+
 static_assert(kTile == 32, "stage_sequence_cuts maps the tile's steps onto the 32 lanes of a warp");
-__device__ __forceinline__ void stage_sequence_cuts(float* cut_s, unsigned* starts_s, const SelectiveScanParams& p,
+__device__ __forceinline__ void stage_sequence_cuts(float* cut_s, SequenceMarks* marks_s, const SelectiveScanParams& p,
                                                     const Pos& s, int64_t t0, int len) {
   if (s.warp != 0) return;
-  bool start = false;
+  bool start = false, end = false;
   if (p.seq_idx_ptr) {
     const int32_t* seq = p.seq_idx_ptr + s.b * p.seqlen + t0;
-    start = s.lane < len && t0 + s.lane > 0 && seq[s.lane] != seq[s.lane - 1];
+    const int64_t t = t0 + s.lane;
+    const bool in_tile = s.lane < len;
+    start = in_tile && (t > 0 ? seq[s.lane] != seq[s.lane - 1] : p.per_sequence_states);
+    end = in_tile && p.per_sequence_states && (t + 1 == p.seqlen || seq[s.lane + 1] != seq[s.lane]);
   }
-  cut_s[s.lane] = start ? -INFINITY : 0.f;
-  const unsigned starts = __ballot_sync(0xffffffffu, start);
-  if (s.lane == 0) *starts_s = starts;
+  cut_s[s.lane] = (start && !p.per_sequence_states) ? -INFINITY : 0.f;
+  const unsigned starts = __ballot_sync(0xffffffffu, start), ends = __ballot_sync(0xffffffffu, end);
+  if (s.lane == 0) *marks_s = SequenceMarks{starts, ends};
+}
+
+// Per-sequence states (kSeqStates): the row of sequence seq_idx[t] in a (num_seqs, dim, N) fp32 array, at
+// the lane's first state. Only called for steps that start or end a sequence.
+__device__ __forceinline__ int64_t sequence_state_offset(const SelectiveScanParams& p, const Pos& s, int64_t t,
+                                                         int K) {
+  const int64_t seq = p.seq_idx_ptr[s.b * p.seqlen + t];
+  return (seq * p.dim + s.d) * p.dstate + s.p * K;
+}
+
+// h = the sequence's initial state (zero without initial_state), for a step that starts it.
+template <int K>
+__device__ __forceinline__ void load_sequence_state(float (&h)[K], const SelectiveScanParams& p, const Pos& s,
+                                                    int64_t t) {
+  const int64_t at = sequence_state_offset(p, s, t, K);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    const bool real = p.initial_state_ptr && s.valid && s.p * K + k < p.dstate;
+    h[k] = real ? static_cast<const float*>(p.initial_state_ptr)[at + k] : 0.f;
+  }
+}
+
+// dst[sequence of step t] = v (a forward last state or a backward initial-state gradient).
+template <int K>
+__device__ __forceinline__ void store_sequence_state(void* dst, const float (&v)[K], const SelectiveScanParams& p,
+                                                     const Pos& s, int64_t t) {
+  if (!s.valid) return;
+  const int64_t at = sequence_state_offset(p, s, t, K);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    if (s.p * K + k < p.dstate) static_cast<float*>(dst)[at + k] = v[k];
+  }
+}
+
+// g += the gradient flowing into the last state of the sequence that step t ends (none without dlast_state).
+template <int K>
+__device__ __forceinline__ void add_sequence_state_grad(float (&g)[K], const SelectiveScanParams& p, const Pos& s,
+                                                        int64_t t) {
+  if (!p.dlast_state_ptr || !s.valid) return;
+  const int64_t at = sequence_state_offset(p, s, t, K);
+#pragma unroll
+  for (int k = 0; k < K; ++k) {
+    if (s.p * K + k < p.dstate) g[k] += static_cast<const float*>(p.dlast_state_ptr)[at + k];
+  }
 }
 
 // 2^x on the special-function unit (one MUFU op; relative error ~2^-22). A is pre-scaled by log2(e), so
