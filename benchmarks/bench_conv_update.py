@@ -73,7 +73,8 @@ def bench_conv(batch, dim, seqlen, width, copy_bps, dtype=torch.bfloat16):
     floor_bytes = 2 * n * elt + 3 * n * elt
     floor_ms = floor_bytes / copy_bps * 1e3
     return dict(op="causal_conv1d fwd+bwd", shape=f"({batch}, {dim}, {seqlen}), width {width}", dtype=str(dtype),
-                fwd_ms=fwd, bwd_ms=bwd, fwd_bwd_ms=fwd + bwd, autograd_fwd_bwd_ms=e2e, autograd_single_call_ms=e2e_single, pytorch_conv1d_fwd_bwd_ms=torch_ms,
+                fwd_ms=fwd, bwd_ms=bwd, fwd_bwd_ms=fwd + bwd, autograd_fwd_bwd_ms=e2e,
+                autograd_single_call_ms=e2e_single, pytorch_conv1d_fwd_bwd_ms=torch_ms,
                 floor_ms=floor_ms, floor_bytes=floor_bytes, ratio=(fwd + bwd) / floor_ms,
                 fwd_ratio=fwd / (2 * n * elt / copy_bps * 1e3), bwd_ratio=bwd / (3 * n * elt / copy_bps * 1e3))
 
@@ -115,6 +116,31 @@ def bench_state_update(batch, dim, dstate, copy_bps, dtype=torch.bfloat16):
                 graph_ratio=graph_ms / floor_ms, rotated_sets=n_sets)
 
 
+def bench_conv_packed(dim, seqlen, n_seqs, width, dtype=torch.bfloat16):
+    """Autograd fwd+bwd of one row packing n_seqs equal sequences with cu_seqlens: without states (the packed
+    row runs directly) and with per-sequence initial states and a gradient into the final states (the row is
+    extended with each sequence's initial states, cuda_sequence_states.h), against the same row unpacked."""
+    g = dict(device="cuda", dtype=dtype)
+    x = torch.randn(1, dim, seqlen, **g, requires_grad=True)
+    w = (torch.randn(dim, width, **g) / width ** 0.5).requires_grad_()
+    bias = torch.randn(dim, **g, requires_grad=True)
+    dout = torch.randn(1, dim, seqlen, **g)
+    cu = torch.arange(n_seqs + 1, device="cuda", dtype=torch.int32) * (seqlen // n_seqs)
+    init = torch.randn(n_seqs, dim, width - 1, **g, requires_grad=True)
+    dfinal = torch.randn(n_seqs, dim, width - 1, **g)
+
+    def step(cu_seqlens=None, states=False):
+        if states:
+            out, final = mamba_ext.causal_conv1d(x, w, bias, "silu", init, True, cu_seqlens=cu_seqlens)
+            torch.autograd.grad((out, final), (x, w, bias, init), (dout, dfinal))
+        else:
+            torch.autograd.grad(mamba_ext.causal_conv1d(x, w, bias, "silu", cu_seqlens=cu_seqlens), (x, w, bias), dout)
+
+    return dict(shape=f"(1, {dim}, {seqlen}), width {width}, {n_seqs} sequences",
+                unpacked_ms=time_ms(step, inner=10), cu_seqlens_ms=time_ms(lambda: step(cu), inner=10),
+                cu_seqlens_states_ms=time_ms(lambda: step(cu, True), inner=10))
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--json", default=None)
@@ -124,7 +150,9 @@ def main():
     copy_bps = ceil["copy_bytes_per_s"]
     rows = [bench_conv(8, 3072, 2048, 4, copy_bps)]
     rows += [bench_state_update(b, 4096, 16, copy_bps) for b in (64, 256)]
-    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, ceilings=ceil, results=rows)
+    packed = bench_conv_packed(3072, 16384, 8, 4)
+    result = dict(device=torch.cuda.get_device_name(), torch=torch.__version__, ceilings=ceil, results=rows,
+                  packed=packed)
     print(f"\n{result['device']}, torch {result['torch']}: copy {copy_bps / 1e12:.2f} TB/s (read+write)")
     print(f"{'op':<24} {'shape':<34} {'time ms':>9} {'floor ms':>9} {'x floor':>8}")
     for r in rows:
@@ -138,6 +166,9 @@ def main():
           f"({c['bwd_ratio']:.2f}x), each timed over 10 calls queued back to back; through autograd "
           f"{c['autograd_fwd_bwd_ms']:.4f} ms queued, {c['autograd_single_call_ms']:.4f} ms for one call alone; "
           f"PyTorch F.conv1d+SiLU fwd+bwd {c['pytorch_conv1d_fwd_bwd_ms']:.4f} ms")
+    print(f"  conv fwd+bwd through autograd, {packed['shape']}: unpacked {packed['unpacked_ms']:.4f} ms, "
+          f"cu_seqlens {packed['cu_seqlens_ms']:.4f} ms, cu_seqlens with per-sequence states "
+          f"{packed['cu_seqlens_states_ms']:.4f} ms ({packed['cu_seqlens_states_ms'] / packed['unpacked_ms']:.2f}x)")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
