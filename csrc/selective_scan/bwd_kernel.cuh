@@ -398,12 +398,7 @@ cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, const ScanLa
                   : launch_bwd_k<input_t, 8, kSeqStates>(p, l, w, stream);
 }
 
-#define MAMBA_EXT_BWD_SEQ_STATES(prefix, T)                                                           \
-  prefix template cudaError_t launch_selective_scan_bwd<T, true>(const SelectiveScanParams&, const ScanLayout&, \
-                                                                 const ScanWork&, cudaStream_t);
 // Declared here, built in cuda_bwd_seq_states.cu.
-MAMBA_EXT_BWD_SEQ_STATES(extern, float)
-MAMBA_EXT_BWD_SEQ_STATES(extern, __half)
-MAMBA_EXT_BWD_SEQ_STATES(extern, __nv_bfloat16)
+MAMBA_EXT_SEQ_STATES_LAUNCHES(extern, launch_selective_scan_bwd)
 
 }  // namespace mamba_ext::cuda

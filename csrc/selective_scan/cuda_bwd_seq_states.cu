@@ -4,7 +4,5 @@
 #include "selective_scan/bwd_kernel.cuh"
 
 namespace mamba_ext::cuda {
-MAMBA_EXT_BWD_SEQ_STATES(, float)
-MAMBA_EXT_BWD_SEQ_STATES(, __half)
-MAMBA_EXT_BWD_SEQ_STATES(, __nv_bfloat16)
+MAMBA_EXT_SEQ_STATES_LAUNCHES(, launch_selective_scan_bwd)
 }  // namespace mamba_ext::cuda

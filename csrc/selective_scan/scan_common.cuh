@@ -200,6 +200,17 @@ __device__ __forceinline__ void add_sequence_state_grad(float (&g)[K], const Sel
   }
 }
 
+// Explicit instantiations of a launch function template <input_t, kSeqStates> with per-sequence states, for
+// the three input dtypes: `extern` after the kernel header's definition (declared there), no prefix in the
+// *_seq_states.cu file that builds them.
+#define MAMBA_EXT_SEQ_STATES_LAUNCHES(prefix, launch)                                                       \
+  prefix template cudaError_t launch<float, true>(const SelectiveScanParams&, const ScanLayout&,           \
+                                                  const ScanWork&, cudaStream_t);                          \
+  prefix template cudaError_t launch<__half, true>(const SelectiveScanParams&, const ScanLayout&,          \
+                                                   const ScanWork&, cudaStream_t);                         \
+  prefix template cudaError_t launch<__nv_bfloat16, true>(const SelectiveScanParams&, const ScanLayout&,   \
+                                                          const ScanWork&, cudaStream_t);
+
 // 2^x on the special-function unit (one MUFU op; relative error ~2^-22). A is pre-scaled by log2(e), so
 // exp(dt * A) costs one multiply and this.
 __device__ __forceinline__ float ex2(float x) {
