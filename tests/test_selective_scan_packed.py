@@ -270,6 +270,7 @@ def bad_cu_seqlens_cases():
     yield "int16", {}, cu.short(), "cu_seqlens must have dtype int32 or int64"
     yield "rank", {}, cu[None], r"cu_seqlens must have shape \(num_seqs \+ 1,\)"
     yield "no entries", {}, cu[:0], r"cu_seqlens must have shape \(num_seqs \+ 1,\)"
+    yield "no sequence", {}, cu[:1], rf"cu_seqlens holds no sequence \(shape \(1,\)\), but seqlen = 7"
     yield "start", {}, torch.tensor([1, 3, 7], dtype=torch.int32), r"cu_seqlens\[0\] must be 0, got 1"
     yield "end", {}, torch.tensor([0, 3, 6], dtype=torch.int32), r"cu_seqlens\[-1\] must equal seqlen = 7"
     yield "decreasing", {}, torch.tensor([0, 5, 3, 7]), "cu_seqlens must be non-decreasing"

@@ -38,8 +38,10 @@ c10::SymInt check_cu_seqlens(const char* op, const at::Tensor& cu_seqlens, const
   const auto dtype = cu_seqlens.scalar_type();
   MAMBA_CHECK(dtype == at::kInt || dtype == at::kLong, op, "cu_seqlens must have dtype int32 or int64, got ", dtype);
   MAMBA_CHECK(batch == 1, op, "cu_seqlens packs sequences into one row, so batch must be 1, got batch = ", batch);
+  const c10::SymInt num_seqs = cu_seqlens.sym_size(0) - 1;
+  MAMBA_CHECK(num_seqs > 0 || seqlen == 0, op, "cu_seqlens holds no sequence (shape (1,)), but seqlen = ", seqlen);
   if (has_readable_cpu_values(cu_seqlens)) checked_values(op, cu_seqlens, seqlen.guard_int(__FILE__, __LINE__));
-  return cu_seqlens.sym_size(0) - 1;
+  return num_seqs;
 }
 
 void check_not_both(const char* op, const std::optional<at::Tensor>& seq_idx,
@@ -50,8 +52,12 @@ void check_not_both(const char* op, const std::optional<at::Tensor>& seq_idx,
 
 at::Tensor seq_idx_from_cu_seqlens(const at::Tensor& cu_seqlens, const c10::SymInt& seqlen) {
   // Token t belongs to the sequence i with cu[i] <= t < cu[i + 1]: the number of ends cu[1:] that are <= t.
+  // Clamped to the last sequence: the values of a CUDA cu_seqlens are not checked (that would synchronize),
+  // and a malformed one (cu_seqlens[-1] < seqlen) must not send tokens past the (num_seqs, ...) state rows
+  // the kernels index by these ids.
   const at::Tensor tokens = at::arange(c10::Scalar(seqlen), cu_seqlens.options());
-  return at::searchsorted(cu_seqlens.slice(0, 1), tokens, /*out_int32=*/true, /*right=*/true).unsqueeze(0);
+  const at::Tensor ids = at::searchsorted(cu_seqlens.slice(0, 1), tokens, /*out_int32=*/true, /*right=*/true);
+  return ids.clamp_max(c10::Scalar(cu_seqlens.sym_size(0) - 2)).unsqueeze(0);
 }
 
 std::vector<int64_t> cpu_sequence_bounds(const char* op, const at::Tensor& cu_seqlens,
