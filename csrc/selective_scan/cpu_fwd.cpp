@@ -168,7 +168,21 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
       const int64_t d0 = r.d_begin + g * W, count = std::min(W, r.d_end - d0), off = g * N * W;
       acc_t* h = s.states + off;
       store_lanes(h, count, N, chunk_states + ((row0 + g * W) * p.n_chunks + c) * N, p.n_chunks * N);
+      // Rows are visited one chunk at a time with the task's other channels in between, which the hardware
+      // prefetcher cannot follow. While this group computes, ask for what comes next, a row at a time: its z
+      // (read after the scan), its output (written then), and the next group's u and delta (the first
+      // group's of the next chunk after the last group). A/B: forward -8% at (1, 1536, 2048), -20% at
+      // (8, 768, 1024); asking for a whole group at once stalled on the outstanding misses and gained nothing.
+      const int64_t dn = g + 1 < groups ? d0 + W : r.d_begin, cn = g + 1 < groups ? c : c + 1;
+      const int64_t tn = cn * p.chunk_size, len_n = cn < p.n_chunks ? std::min(p.chunk_size, p.seqlen - tn) : 0;
+      const int64_t count_n = std::min(W, r.d_end - dn);
       for (int64_t l = 0; l < count; ++l) {
+        if (p.z_ptr) cpu::prefetch_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d0 + l, t0, len);
+        cpu::prefetch_row<input_t, true>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, r.b, d0 + l, t0, len);
+        if (l < count_n && len_n > 0) {
+          cpu::prefetch_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, r.b, dn + l, tn, len_n);
+          cpu::prefetch_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, r.b, dn + l, tn, len_n);
+        }
         cpu::discretize_row<input_t>(p, r.b, d0 + l, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
       }
       rows_to_lanes(s.dt, T, len, count, s.dt_lanes);
