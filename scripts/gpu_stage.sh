@@ -8,8 +8,9 @@ mkdir -p .gpu_stage
 mkdir -p "$(git rev-parse --git-dir)/info"; x="$(git rev-parse --git-dir)/info/exclude"; grep -qsx "/.gpu_stage/" "$x" || echo "/.gpu_stage/" >> "$x"
 git archive --format=tar -o .gpu_stage/tree.tar HEAD
 mine=(csrc/selective_scan/scan_common.cuh csrc/selective_scan/bwd_split.cuh csrc/selective_scan/fwd_kernel.cuh
-      csrc/selective_scan/bwd_kernel.cuh csrc/selective_scan/cuda_launch.h csrc/selective_scan/cuda_fwd.cu
-      csrc/selective_scan/cuda_bwd.cu csrc/selective_scan/autograd.cpp scripts tests/test_selective_scan_cuda.py
+      csrc/selective_scan/bwd_kernel.cuh csrc/selective_scan/bwd_launch.cuh csrc/selective_scan/cuda_launch.h
+      csrc/selective_scan/cuda_fwd.cu csrc/selective_scan/cuda_bwd.cu csrc/selective_scan/cuda_fwd_seq_states.cu
+      csrc/selective_scan/cuda_bwd_seq_states.cu csrc/selective_scan/autograd.cpp scripts tests/test_selective_scan_cuda.py
       benchmarks/bench_scan_cuda.py benchmarks/gpu_ceilings.py)
 present=()
 for f in "${mine[@]}"; do [[ -e $f ]] && present+=("$f"); done

@@ -1,6 +1,6 @@
 // Compile check of the torch-free CUDA kernel headers with plain nvcc (no CUDA torch needed): instantiates
 // every kernel the extension launches. Built by scripts/nvcc_check.sh for sm_80 and sm_90.
-#include "selective_scan/bwd_kernel.cuh"
+#include "selective_scan/bwd_launch.cuh"
 #include "selective_scan/fwd_kernel.cuh"
 
 namespace mamba_ext::cuda {

@@ -17,14 +17,12 @@
 // the gradient of a sequence's last state at its last step and, at its first step, stores the adjoint
 // flowing out as that sequence's dinitial_state and carries zero on.
 //
-// Instantiations: 3 input dtypes x K in {4, 8} x kSeqStates = 12 here; with bwd_split.cuh, 24 scan kernels
-// and 2 combine; cuda_bwd.cu builds kSeqStates = false, cuda_bwd_seq_states.cu kSeqStates = true.
+// Launched by bwd_launch.cuh, which also counts the instantiations.
 #pragma once
 
 #include <type_traits>
 
 #include "selective_scan/bwd_channel_reduce.cuh"
-#include "selective_scan/bwd_split.cuh"
 #include "selective_scan/scan_common.cuh"
 
 namespace mamba_ext::cuda {
@@ -197,11 +195,10 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
         constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 1
         for (int t = tb; t < tb + kHalf; t += 4) {
-          const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-          const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-          const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
-          const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-          const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+          float dtv[4], uv[4], cutv[4];
+          read_states(dtv, dt_row + t);
+          read_states(uv, u_row + t);
+          read_states(cutv, cut_s + t);
           float y[4];
 #pragma unroll
           for (int j = 0; j < 4; ++j) {
@@ -247,12 +244,11 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
         constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 1
         for (int t = tb + kHalf - 4; t >= tb; t -= 4) {
-          const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-          const float4 u4 = *reinterpret_cast<const float4*>(u_row + t);
-          const float4 dy4 = *reinterpret_cast<const float4*>(dy_row + t);
-          const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
-          const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, uv[4] = {u4.x, u4.y, u4.z, u4.w};
-          const float dyv[4] = {dy4.x, dy4.y, dy4.z, dy4.w}, cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+          float dtv[4], uv[4], dyv[4], cutv[4];
+          read_states(dtv, dt_row + t);
+          read_states(uv, u_row + t);
+          read_states(dyv, dy_row + t);
+          read_states(cutv, cut_s + t);
           float s1[4], s2[4];  // sum_n dL/d(dt A_n) A_n and sum_n dL/dh_n B_n, per step
 #pragma unroll
           for (int j = 3; j >= 0; --j) {
@@ -369,36 +365,5 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     if (split == 0 && !kSeqStates) static_cast<float*>(p.dinitial_state_ptr)[row * N + n] = g[k];
   }
 }
-
-template <typename input_t, int K, bool kSeqStates>
-cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
-  const size_t smem = bwd_smem_bytes(l);
-  const size_t local_smem = bwd_local_smem_bytes(l);
-  cudaError_t err = cudaFuncSetAttribute(bwd_kernel<input_t, K, kSeqStates>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
-  if (err != cudaSuccess) return err;
-  const unsigned gy = unsigned(p.batch * p.n_groups);
-  if (l.n_splits > 1) {
-    err = cudaFuncSetAttribute(bwd_local_kernel<input_t, K, kSeqStates>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(local_smem));
-    if (err != cudaSuccess) return err;
-    const dim3 grid(unsigned(l.n_cblocks), gy, unsigned(l.n_splits - 1));
-    bwd_local_kernel<input_t, K, kSeqStates><<<grid, kThreads, local_smem, stream>>>(p, l, w);
-    const int64_t total = p.batch * p.dim * p.dstate;
-    bwd_combine_kernel<kSeqStates><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);
-  }
-  bwd_kernel<input_t, K, kSeqStates><<<dim3(unsigned(l.n_cblocks), gy, unsigned(l.n_splits)), kThreads, smem, stream>>>(p, l, w);
-  return cudaGetLastError();
-}
-
-// Entry point for one input dtype and kind of packing: 2 (K) x 2 (full, local) instantiations. kSeqStates
-// (p.per_sequence_states) is instantiated in its own file, so the two halves compile in parallel.
-template <typename input_t, bool kSeqStates>
-cudaError_t launch_selective_scan_bwd(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w,
-                                      cudaStream_t stream) {
-  return l.K == 4 ? launch_bwd_k<input_t, 4, kSeqStates>(p, l, w, stream)
-                  : launch_bwd_k<input_t, 8, kSeqStates>(p, l, w, stream);
-}
-
-// Declared here, built in cuda_bwd_seq_states.cu.
-MAMBA_EXT_SEQ_STATES_LAUNCHES(extern, launch_selective_scan_bwd)
 
 }  // namespace mamba_ext::cuda

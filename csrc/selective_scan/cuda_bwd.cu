@@ -1,4 +1,4 @@
-// CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_kernel.cuh on the
+// CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_launch.cuh on the
 // current stream, and the fixed-order sums of the per-block partial gradients. There are no atomics, so
 // the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs nothing.
 // cu_seqlens (per-sequence initial states and last-state gradients) runs the kSeqStates variant on its
@@ -13,7 +13,7 @@
 
 #include <array>
 
-#include "selective_scan/bwd_kernel.cuh"
+#include "selective_scan/bwd_launch.cuh"
 #include "selective_scan/cuda_launch.h"
 
 namespace mamba_ext {

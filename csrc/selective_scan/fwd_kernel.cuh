@@ -156,11 +156,10 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
       constexpr bool kMarked = decltype(marked)::value;
 #pragma unroll 2
       for (int t = 0; t < kTile; t += 4) {
-        const float4 dt4 = *reinterpret_cast<const float4*>(dt_row + t);
-        const float4 dtu4 = *reinterpret_cast<const float4*>(dtu_row + t);
-        const float4 cut4 = *reinterpret_cast<const float4*>(cut_s + t);
-        const float dtv[4] = {dt4.x, dt4.y, dt4.z, dt4.w}, dtuv[4] = {dtu4.x, dtu4.y, dtu4.z, dtu4.w};
-        const float cutv[4] = {cut4.x, cut4.y, cut4.z, cut4.w};
+        float dtv[4], dtuv[4], cutv[4];
+        read_states(dtv, dt_row + t);
+        read_states(dtuv, dtu_row + t);
+        read_states(cutv, cut_s + t);
         float y[4];
 #pragma unroll
         for (int j = 0; j < 4; ++j) {

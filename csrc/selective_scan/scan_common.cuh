@@ -353,7 +353,8 @@ __device__ __forceinline__ void stage_constant(float* dst, bool is_variable, con
   }
 }
 
-// The K values of a lane's states at one step: K consecutive floats (16-byte aligned) at q.
+// K consecutive floats (16-byte aligned, K a multiple of 4) at q, as float4 loads: a lane's K states at one
+// step, or four steps of a staged per-channel row.
 template <int K>
 __device__ __forceinline__ void read_states(float (&v)[K], const float* q) {
 #pragma unroll
