@@ -3,11 +3,15 @@ with cu_seqlens (no states) and with cu_seqlens and per-sequence states; forward
 autograd (10 calls queued back to back, CUDA events), then a torch.profiler table of the per-sequence-states
 step (GPU kernels and host time). Usage on the GPU machine: python scripts/profile_conv_packed.py
 """
-import statistics
+import os
+import sys
 
 import torch
 
 import mamba_ext
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "benchmarks"))
+from bench_conv_update import time_ms  # noqa: E402  (CUDA-event median of queued calls)
 
 dim, L, n, W = 3072, 16384, 8, 4
 g = dict(device="cuda", dtype=torch.bfloat16)
@@ -33,23 +37,9 @@ def step(kind, backward):
             torch.autograd.grad(out, (x, w, bias), dout)
 
 
-def time_ms(fn, reps=30, inner=10):
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(reps):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record()
-        for _ in range(inner):
-            fn()
-        b.record()
-        torch.cuda.synchronize()
-        times.append(a.elapsed_time(b) / inner)
-    return statistics.median(times)
-
-
 for kind in ("unpacked", "seq_idx", "cu", "cu_states"):
-    fwd, fwd_bwd = time_ms(lambda: step(kind, False)), time_ms(lambda: step(kind, True))
+    fwd = time_ms(lambda: step(kind, False), warmup=3, reps=30, inner=10)
+    fwd_bwd = time_ms(lambda: step(kind, True), warmup=3, reps=30, inner=10)
     print(f"{kind:10s} fwd {fwd:.4f} ms   fwd+bwd {fwd_bwd:.4f} ms")
 activities = [torch.profiler.ProfilerActivity.CPU, torch.profiler.ProfilerActivity.CUDA]
 with torch.profiler.profile(activities=activities) as prof:

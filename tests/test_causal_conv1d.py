@@ -503,7 +503,7 @@ def bad_cu_seqlens_cases():
     yield "both", dict(seq_idx=torch.zeros(1, 8, dtype=torch.int32)), cu, "seq_idx and cu_seqlens .* pass only one"
     yield "dtype", {}, cu.float(), "cu_seqlens must have dtype int32 or int64"
     yield "rank", {}, cu[None], r"cu_seqlens must have shape \(num_seqs \+ 1,\)"
-    yield "no sequence", {}, cu[:1], rf"cu_seqlens holds no sequence \(shape \(1,\)\), but seqlen = 8"
+    yield "no sequence", {}, cu[:1], r"cu_seqlens holds no sequence \(shape \(1,\)\), but seqlen = 8"
     yield "start", {}, torch.tensor([2, 3, 8]), r"cu_seqlens\[0\] must be 0, got 2"
     yield "end", {}, torch.tensor([0, 3, 9]), r"cu_seqlens\[-1\] must equal seqlen = 8"
     yield "decreasing", {}, torch.tensor([0, 5, 3, 8], dtype=torch.int32), "cu_seqlens must be non-decreasing"
