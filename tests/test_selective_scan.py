@@ -112,10 +112,16 @@ def test_long_sequence_closed_form():
     delta = torch.full((1, 2, L), dt)
     out, last = mamba_ext.selective_scan(u, delta, A, B, C, initial_state=h0, return_last_state=True)
     a, b = torch.exp(dt * A.double()), (dt * uval) * B.double()
+    # In fp32, h = a h + b settles only to within ~ulp / (1 - a) of its fixed point: here 1 - a >= 1e-3, so
+    # each state is good to a few 1e-5 (an fp32 loop with torch.exp lands 5e-5 away), and y = sum C h
+    # cancels, so its error is bounded by the terms' magnitudes, not by y.
+    rel = 3e-4
     for t in (0, 1000, L - 1):
         h = a ** (t + 1) * h0[0].double() + b * (1 - a ** (t + 1)) / (1 - a)
-        assert torch.allclose(out[0, :, t].double(), (h * C.double()).sum(-1), rtol=1e-4, atol=1e-4)
-    assert torch.allclose(last[0].double(), b / (1 - a), rtol=1e-4, atol=1e-5)
+        terms = h * C.double()
+        err = (out[0, :, t].double() - terms.sum(-1)).abs()
+        assert (err <= rel * terms.abs().sum(-1)).all(), (t, err)
+    assert torch.allclose(last[0].double(), b / (1 - a), rtol=rel, atol=1e-5)
     dlast = torch.randn(1, 2, N)
     h0.requires_grad_(True)
     _, last = mamba_ext.selective_scan(u, delta, A, B, C, initial_state=h0, return_last_state=True)
