@@ -75,6 +75,8 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
   }
   stage_constant<K>(Bk_s, p.is_variable_B, p.B_ptr, s, l, N);
   stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
+  zero_padded_bc(B_s, N, l);
+  zero_padded_bc(C_s, N, l);
   const float* B_read = p.is_variable_B ? B_s + s.p * K : Bk_s + s.c * l.n_pad + s.p * K;
   const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
   const int B_step = p.is_variable_B ? bc_pitch : 0, C_step = p.is_variable_C ? bc_pitch : 0;
@@ -95,13 +97,13 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     load8(delta_n, io_ptr<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, t0), n_ok, l.vec_io);
     load8(dout_n, io_ptr<input_t>(p.dout_ptr, p.dout_batch_stride, p.dout_dim_stride, s, t0), n_ok, l.vec_io);
     if (p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
-    if (p.is_variable_B) {
+    if (p.is_variable_B && s.io_c < N) {
       load_bc8(B_n, bc_ptr<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
-               s.io_c, N, len, s, l.vec_io);
+               s.io_c, len, s, l.vec_io);
     }
-    if (p.is_variable_C) {
+    if (p.is_variable_C && s.io_c < N) {
       load_bc8(C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
-               s.io_c, N, len, s, l.vec_io);
+               s.io_c, len, s, l.vec_io);
     }
   };
 
@@ -217,11 +219,8 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
               y[j] = fmaf(Cv[k], h[k], y[j]);
             }
           }
-          for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
-          }
-          if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
+          const float y_sum = sum_steps_over_lanes(y, s.p, l.P);  // step s.p % 4
+          if (s.p < 4) y_s[s.c * kPitch + t + s.p] = y_sum;
         }
       };
       if (marked_tile) recompute(std::true_type()); else recompute(std::false_type());
@@ -285,22 +284,11 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
               for (int k = 0; k < K; ++k) g[k] = 0.f;
             }
           }
-          for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              s1[j] += __shfl_xor_sync(0xffffffffu, s1[j], off);
-              s2[j] += __shfl_xor_sync(0xffffffffu, s2[j], off);
-            }
-          }
-          if (s.p == 0) {
-            float du[4], ddt[4];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) {
-              du[j] = fmaf(s2[j], dtv[j], D * dyv[j]);
-              ddt[j] = fmaf(s2[j], uv[j], s1[j]);
-            }
-            *reinterpret_cast<float4*>(du_s + s.c * kPitch + t) = make_float4(du[0], du[1], du[2], du[3]);
-            *reinterpret_cast<float4*>(ddt_s + s.c * kPitch + t) = make_float4(ddt[0], ddt[1], ddt[2], ddt[3]);
+          // Lane p < 4 finishes step t + p.
+          const float s1_sum = sum_steps_over_lanes(s1, s.p, l.P), s2_sum = sum_steps_over_lanes(s2, s.p, l.P);
+          if (s.p < 4) {
+            du_s[s.c * kPitch + t + s.p] = fmaf(s2_sum, pick_step(dtv, s.p), D * pick_step(dyv, s.p));
+            ddt_s[s.c * kPitch + t + s.p] = fmaf(s2_sum, pick_step(uv, s.p), s1_sum);
           }
         }
       };

@@ -43,6 +43,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
     g[k] = 0.f;
   }
   stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
+  zero_padded_bc(C_s, N, l);
   const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
   const int C_step = p.is_variable_C ? bc_pitch : 0;
   const bool io_row = s.io_c < s.nvalid;
@@ -62,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
     if (p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
     if (p.is_variable_C) {
       const input_t* C_ptr = bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0);
-      load_bc8(C_n, C_ptr, p.C_dstate_stride, s.io_c, N, len, s, l.vec_io);
+      if (s.io_c < N) load_bc8(C_n, C_ptr, p.C_dstate_stride, s.io_c, len, s, l.vec_io);
       stage_bc8(C_s, C_n, C_ptr, p.C_dstate_stride, N, len, s, l, l.vec_io);
     }
     if (s.io_c < R) {

@@ -71,6 +71,8 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
   }
   stage_constant<K>(Bk_s, p.is_variable_B, p.B_ptr, s, l, N);
   stage_constant<K>(Ck_s, p.is_variable_C, p.C_ptr, s, l, N);
+  zero_padded_bc(B_s, N, l);
+  zero_padded_bc(C_s, N, l);
   const float* B_read = p.is_variable_B ? B_s + s.p * K : Bk_s + s.c * l.n_pad + s.p * K;
   const float* C_read = p.is_variable_C ? C_s + s.p * K : Ck_s + s.c * l.n_pad + s.p * K;
   const int B_step = p.is_variable_B ? bc_pitch : 0, C_step = p.is_variable_C ? bc_pitch : 0;
@@ -88,13 +90,13 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
     load8(u_n, io_ptr<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, s, t0), n_ok, l.vec_io);
     load8(delta_n, io_ptr<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, s, t0), n_ok, l.vec_io);
     if (!kLocal && p.z_ptr) load8(z_n, io_ptr<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, s, t0), n_ok, l.vec_io);
-    if (p.is_variable_B) {
+    if (p.is_variable_B && s.io_c < N) {
       load_bc8(B_n, bc_ptr<input_t>(p.B_ptr, p.B_batch_stride, p.B_group_stride, s, t0), p.B_dstate_stride,
-               s.io_c, N, len, s, l.vec_io);
+               s.io_c, len, s, l.vec_io);
     }
-    if (!kLocal && p.is_variable_C) {
+    if (!kLocal && p.is_variable_C && s.io_c < N) {
       load_bc8(C_n, bc_ptr<input_t>(p.C_ptr, p.C_batch_stride, p.C_group_stride, s, t0), p.C_dstate_stride,
-               s.io_c, N, len, s, l.vec_io);
+               s.io_c, len, s, l.vec_io);
     }
   };
 
@@ -121,12 +123,18 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
     if (s.io_c < R) {
       float dt8[8], dtu8[8];
 #pragma unroll
+      for (int j = 0; j < 8; ++j) dt8[j] = to_float(delta_n.v[j]) + bias_io;
+      if (p.delta_softplus) {  // one branch for the 8 steps (inside the loop it was tested per step)
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+          float dsp;
+          softplus_and_grad(dt8[j], dt8[j], dsp);
+        }
+      }
+#pragma unroll
       for (int j = 0; j < 8; ++j) {
         u_c[j] = to_float(u_n.v[j]);
-        const float x = to_float(delta_n.v[j]) + bias_io;
-        float dt = x, dsp;
-        if (p.delta_softplus) softplus_and_grad(x, dt, dsp);
-        dt8[j] = j < n_ok ? dt : 0.f;  // padding leaves the state unchanged
+        dt8[j] = j < n_ok ? dt8[j] : 0.f;  // padding leaves the state unchanged
         dtu8[j] = dt8[j] * u_c[j];
       }
       sts8(dt_s + s.io_c * kPitch + s.io_t, dt8);
@@ -186,11 +194,8 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
         if (kLocal) {
           dtsum += (dtv[0] + dtv[1]) + (dtv[2] + dtv[3]);
         } else {
-          for (int off = 1; off < l.P; off <<= 1) {
-#pragma unroll
-            for (int j = 0; j < 4; ++j) y[j] += __shfl_xor_sync(0xffffffffu, y[j], off);
-          }
-          if (s.p == 0) *reinterpret_cast<float4*>(y_s + s.c * kPitch + t) = make_float4(y[0], y[1], y[2], y[3]);
+          const float y_sum = sum_steps_over_lanes(y, s.p, l.P);  // step s.p % 4
+          if (s.p < 4) y_s[s.c * kPitch + t + s.p] = y_sum;
         }
       }
     };

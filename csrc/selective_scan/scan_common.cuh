@@ -200,6 +200,26 @@ __device__ __forceinline__ void add_sequence_state_grad(float (&g)[K], const Sel
   }
 }
 
+// Sums four steps' partial values v[0..3] over the P lanes of a channel (P a power of two >= 4): lane p
+// returns the total of step p % 4. A transposed butterfly: each round a lane keeps the steps whose lane bit
+// matches its own and hands the others to its partner, so 4 values take 3 shuffles instead of 2 x 4 (ncu:
+// the unrolled 2 x 4 with a loop over P held ~19% of the forward's stall samples for ~11% of its instructions).
+__device__ __forceinline__ float sum_steps_over_lanes(const float (&v)[4], int p, int P) {
+  const bool odd = p & 1, upper = p & 2;
+  float keep0 = odd ? v[1] : v[0], keep1 = odd ? v[3] : v[2];
+  keep0 += __shfl_xor_sync(0xffffffffu, odd ? v[0] : v[1], 1);
+  keep1 += __shfl_xor_sync(0xffffffffu, odd ? v[2] : v[3], 1);
+  float sum = upper ? keep1 : keep0;
+  sum += __shfl_xor_sync(0xffffffffu, upper ? keep0 : keep1, 2);
+  for (int off = 4; off < P; off <<= 1) sum += __shfl_xor_sync(0xffffffffu, sum, off);
+  return sum;
+}
+
+// v[j] for a run-time j in 0..3, by selects (an indexed register array would go to local memory).
+__device__ __forceinline__ float pick_step(const float (&v)[4], int j) {
+  return (j & 2) ? ((j & 1) ? v[3] : v[2]) : ((j & 1) ? v[1] : v[0]);
+}
+
 // Explicit instantiations of a launch function template <input_t, kSeqStates> with per-sequence states, for
 // the three input dtypes: `extern` after the kernel header's definition (declared there), no prefix in the
 // *_seq_states.cu file that builds them.
@@ -310,24 +330,33 @@ __device__ __forceinline__ const T* bc_ptr(const void* base, int64_t batch_strid
   return static_cast<const T*>(base) + s.b * batch_stride + s.g * group_stride + t0 + s.io_t;
 }
 
+// Row n < N of the tile (zero past the sequence). Threads whose first row is past N skip the prefetch.
 template <typename T>
-__device__ __forceinline__ void load_bc8(Pack8<T>& r, const T* ptr, int64_t dstate_stride, int n, int64_t N,
-                                         int len, const Pos& s, bool vec) {
-  load8(r, ptr + n * dstate_stride, n < N ? seg_len(len, s.io_t) : 0, vec);
+__device__ __forceinline__ void load_bc8(Pack8<T>& r, const T* ptr, int64_t dstate_stride, int n, int len,
+                                         const Pos& s, bool vec) {
+  load8(r, ptr + n * dstate_stride, seg_len(len, s.io_t), vec);
 }
 
-// Writes the tile to shared memory as [t][n] (pitch n_pad + 4, so a lane reads its K states as float4s):
-// row group 0 from the prefetched r0, further row groups (N > 32) loaded now. Zero past N and the sequence.
+// Writes the tile's real rows to shared memory as [t][n] (pitch n_pad + 4, so a lane reads its K states as
+// float4s): row group 0 from the prefetched r0, further row groups (N > 32) loaded now. The padded columns
+// N .. n_pad - 1 stay zero from zero_padded_bc.
 template <typename T>
 __device__ __forceinline__ void stage_bc8(float* dst, const Pack8<T>& r0, const T* ptr, int64_t dstate_stride,
                                           int64_t N, int len, const Pos& s, const ScanLayout& l, bool vec) {
   const int pitch = l.n_pad + 4;
-  for (int n = threadIdx.x / 4; n < l.n_pad; n += kThreads / 4) {
+  for (int n = threadIdx.x / 4; n < N; n += kThreads / 4) {
     Pack8<T> r = r0;
-    if (n >= kThreads / 4) load_bc8(r, ptr, dstate_stride, n, N, len, s, vec);
+    if (n >= kThreads / 4) load_bc8(r, ptr, dstate_stride, n, len, s, vec);
 #pragma unroll
     for (int j = 0; j < 8; ++j) dst[(s.io_t + j) * pitch + n] = to_float(r.v[j]);
   }
+}
+
+// Padded states (N <= n < n_pad) must read B = C = 0 in every staged tile. stage_bc8 writes only the real
+// rows, so the padded columns of a [kTile][n_pad + 4] tile are zeroed once, before the first tile's barrier.
+__device__ __forceinline__ void zero_padded_bc(float* dst, int64_t N, const ScanLayout& l) {
+  const int pad = l.n_pad - int(N);
+  for (int i = threadIdx.x; i < kTile * pad; i += kThreads) dst[(i / pad) * (l.n_pad + 4) + int(N) + i % pad] = 0.f;
 }
 
 // Eight floats to shared memory as two float4s, and back.
