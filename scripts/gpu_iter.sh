@@ -2,15 +2,11 @@
 # One call on the GPU machine for a scan-kernel change: sm_90 build of the working tree, the scan's CUDA tests
 # (the CUDA and packed files whole, the CUDA cases of the foundation suite), the scan benchmark, then the same
 # benchmark on an older commit built in a scratch worktree (A/B in one session). Logs go to $OUT.
-# Usage: bash scripts/gpu_iter.sh <old commit> [notests]
+# Usage: bash scripts/gpu_iter.sh <old commit or tar of the old tree (see gpu_ab_scan.sh)> [notests]
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/logs"
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-start=$(date +%s)
-MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/logs/build.log" 2>&1 \
-  || { tail -40 "$OUT/logs/build.log"; exit 1; }
-echo "build sm_90: $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
+source "$(dirname "$0")/gpu_build_sm90.sh" "$OUT/logs/build.log"
 if [[ ${2:-} != notests ]]; then
   for f in tests/test_selective_scan_cuda.py tests/test_selective_scan_packed.py tests/test_selective_scan.py; do
     filter=(); [[ $f == */test_selective_scan.py ]] && filter=(-k cuda)

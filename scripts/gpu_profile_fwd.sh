@@ -5,11 +5,7 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee "$OUT/device.txt"
-start=$(date +%s)
-MAX_JOBS=16 TORCH_CUDA_ARCH_LIST=9.0 python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
-  || { tail -40 "$OUT/build.log"; exit 1; }
-echo "build sm_90: $(( $(date +%s) - start )) s" | tee -a "$OUT/device.txt"
+source "$(dirname "$0")/gpu_build_sm90.sh" "$OUT/build.log"
 if [[ ${1:-} != notests ]]; then
   for f in tests/test_selective_scan_cuda.py tests/test_selective_scan_packed.py; do
     python3 -m pytest -q -p no:cacheprovider -n 12 "$f" >"$OUT/$(basename "$f" .py).log" 2>&1
