@@ -34,6 +34,7 @@ class DemoConfig:
     batch_size: int = 32
     steps: int = 300
     lr: float = 5e-3
+    grad_clip: float = 1.0  # max gradient norm, as in the paper's training recipe (0 turns clipping off)
     seed: int = 0
 
 
@@ -90,6 +91,8 @@ def main(argv=None):
         loss = F.cross_entropy(logits[:, cfg.delay:].reshape(-1, cfg.vocab_size), targets[:, cfg.delay:].reshape(-1))
         opt.zero_grad()
         loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         first = loss.item() if first is None else first
         last = loss.item()
