@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: sm_90 build, the CUDA scan test files (and the CPU cases of the foundation
-# suite, built with this machine's g++), then ncu of the forward scan kernel: sections and the per-SASS-line
-# stall samples, for (8,1536,2048) and (16,1536,512). Logs go to $OUT. Usage: bash scripts/gpu_profile_fwd.sh [notests]
+# suite, built with this machine's g++), then ncu of the forward scan kernel (KERNEL=bwd: the backward's):
+# sections and the per-SASS-line stall samples, for (8,1536,2048) and (16,1536,512). Logs go to $OUT;
+# scripts/sass_regions.py summarizes the *_sass.csv files. Usage: [KERNEL=bwd] bash scripts/gpu_profile_fwd.sh [notests]
 set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+KERNEL=${KERNEL:-fwd}
+fwd_only=(); [[ $KERNEL == fwd ]] && fwd_only=(--fwd)
 source "$(dirname "$0")/gpu_build_sm90.sh" "$OUT/build.log"
 if [[ ${1:-} != notests ]]; then
   for f in tests/test_selective_scan_cuda.py tests/test_selective_scan_packed.py; do
@@ -16,11 +19,12 @@ if [[ ${1:-} != notests ]]; then
 fi
 for shape in "8 1536 2048" "16 1536 512"; do
   tag=$(echo $shape | tr ' ' x)
-  ncu --clock-control none -k 'regex:fwd_kernel' --launch-skip 1 --launch-count 1 --set full --import-source yes \
-    -f -o "$OUT/fwd_$tag" python3 scripts/profile_scan.py $shape --fwd >"$OUT/ncu_run_$tag.log" 2>&1
-  ncu -i "$OUT/fwd_$tag.ncu-rep" --print-details all > "$OUT/fwd_$tag.txt" 2>&1
-  ncu -i "$OUT/fwd_$tag.ncu-rep" --page source --csv --print-source sass > "$OUT/fwd_${tag}_sass.csv" 2>&1
-  grep -E "Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|Eligible Warps|Waves Per SM" "$OUT/fwd_$tag.txt" | head -12
-  rm -f "$OUT/fwd_$tag.ncu-rep"
+  rep="$OUT/${KERNEL}_$tag"
+  ncu --clock-control none -k "regex:${KERNEL}_kernel" --launch-skip 1 --launch-count 1 --set full --import-source yes \
+    -f -o "$rep" python3 scripts/profile_scan.py $shape "${fwd_only[@]}" >"$OUT/ncu_run_$tag.log" 2>&1
+  ncu -i "$rep.ncu-rep" --print-details all > "$rep.txt" 2>&1
+  ncu -i "$rep.ncu-rep" --page source --csv --print-source sass > "${rep}_sass.csv" 2>&1
+  grep -E "Duration|Registers Per|Achieved Occupancy|Issue Slots Busy|Warp Cycles Per Issued|No Eligible|Eligible Warps|Waves Per SM" "$rep.txt" | head -12
+  rm -f "$rep.ncu-rep"
 done
 (cd "$OUT" && tar czf logs.tgz *.log && rm -f *.log); ls -la "$OUT"  # at most 8 files come back
