@@ -9,6 +9,7 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include <algorithm>
 #include <type_traits>
 #include <vector>
 
@@ -23,21 +24,32 @@ namespace {
 
 // Scratch of one task, carved from one zero-initialized buffer. A task's channels go in groups of W (the
 // vector width), one channel per lane; a group's last lanes may be unused (their A and inputs stay zero,
-// so their state stays zero). Per group: the state, A and constant B/C as N x W. Per chunk: the transposed
-// input-dependent B/C (len x N), W rows of per-step values, and the lane-major dt, dt*u and y (len x W).
+// so their state stays zero). Per group: the state, A and constant B/C as N x W. Per visit (below): the
+// transposed input-dependent B/C of its chunks (steps x N). Per chunk: W rows of per-step values, and the
+// lane-major dt, dt*u and y (len x W).
 template <typename acc_t>
 struct ForwardScratch {
   static constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
   acc_t *states, *A, *B_lanes, *C_lanes, *B_chunk, *C_chunk;
   acc_t *u, *x, *dt, *dtu, *z, *y;     // W rows of T
   acc_t *dt_lanes, *dtu_lanes, *y_lanes;  // T x W
+  // Chunks a group runs through per visit before the task's next group: its rows are read that many chunks
+  // at a time, while the visit's B/C, transposed once, serve every group. Up to 8, as long as the visit's
+  // B/C stay within 128 KB (L2). A/B against one chunk per visit: forward -4% at (1, 1536, 2048), -9% at
+  // (8, 768, 1024); transposing B/C again for each group (one visit per group and row) was slower.
+  static int64_t visit_chunks(int64_t T, int64_t N) {
+    const int64_t fit = (int64_t(128) << 10) / (2 * T * N * int64_t(sizeof(acc_t)));
+    return std::clamp<int64_t>(fit, 1, 8);
+  }
   ForwardScratch(std::vector<acc_t>& buf, int64_t groups, int64_t T, int64_t N) {
     acc_t* q = buf.data();
     for (acc_t** v : {&states, &A, &B_lanes, &C_lanes}) { *v = q; q += groups * N * W; }
-    for (acc_t** v : {&B_chunk, &C_chunk}) { *v = q; q += T * N; }
+    for (acc_t** v : {&B_chunk, &C_chunk}) { *v = q; q += visit_chunks(T, N) * T * N; }
     for (acc_t** v : {&u, &x, &dt, &dtu, &z, &y, &dt_lanes, &dtu_lanes, &y_lanes}) { *v = q; q += W * T; }
   }
-  static int64_t size(int64_t groups, int64_t T, int64_t N) { return 4 * groups * N * W + 2 * T * N + 9 * T * W; }
+  static int64_t size(int64_t groups, int64_t T, int64_t N) {
+    return 4 * groups * N * W + 2 * visit_chunks(T, N) * T * N + 9 * T * W;
+  }
 };
 
 // rows[l * T + t] -> lanes[t * W + l] for t < len, in W x W blocks (T is a multiple of W, so whole blocks
@@ -158,53 +170,60 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
   const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
   const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
   cpu::Pieces pieces;
-  for (int64_t c = 0; c < p.n_chunks; ++c) {
-    const int64_t t0 = c * p.chunk_size, len = std::min(p.chunk_size, p.seqlen - t0);
-    const int64_t len_v = cpu::round_up(len, W);  // whole vectors for the per-row passes
-    cpu::split_at_sequence_starts(p, r.b, t0, len, pieces);
-    if (p.is_variable_B) cpu::load_transposed(B_src + t0, p.B_dstate_stride, len, N, N, s.B_chunk);
-    if (p.is_variable_C) cpu::load_transposed(C_src + t0, p.C_dstate_stride, len, N, N, s.C_chunk);
+  const int64_t visit = ForwardScratch<acc_t>::visit_chunks(T, N);
+  for (int64_t c0 = 0; c0 < p.n_chunks; c0 += visit) {
+    const int64_t c1 = std::min(p.n_chunks, c0 + visit), s0 = c0 * p.chunk_size;
+    const int64_t span = std::min(p.seqlen, c1 * p.chunk_size) - s0;
+    if (p.is_variable_B) cpu::load_transposed(B_src + s0, p.B_dstate_stride, span, N, N, s.B_chunk);
+    if (p.is_variable_C) cpu::load_transposed(C_src + s0, p.C_dstate_stride, span, N, N, s.C_chunk);
     for (int64_t g = 0; g < groups; ++g) {
       const int64_t d0 = r.d_begin + g * W, count = std::min(W, r.d_end - d0), off = g * N * W;
       acc_t* h = s.states + off;
-      store_lanes(h, count, N, chunk_states + ((row0 + g * W) * p.n_chunks + c) * N, p.n_chunks * N);
-      // Rows are visited one chunk at a time with the task's other channels in between, which the hardware
-      // prefetcher cannot follow. While this group computes, ask for what comes next, a row at a time: its z
-      // (read after the scan), its output (written then), and the next group's u and delta (the first
-      // group's of the next chunk after the last group). A/B: forward -8% at (1, 1536, 2048), -20% at
-      // (8, 768, 1024); asking for a whole group at once stalled on the outstanding misses and gained nothing.
-      const int64_t dn = g + 1 < groups ? d0 + W : r.d_begin, cn = g + 1 < groups ? c : c + 1;
-      const int64_t tn = cn * p.chunk_size, len_n = cn < p.n_chunks ? std::min(p.chunk_size, p.seqlen - tn) : 0;
-      const int64_t count_n = std::min(W, r.d_end - dn);
-      for (int64_t l = 0; l < count; ++l) {
-        if (p.z_ptr) cpu::prefetch_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d0 + l, t0, len);
-        cpu::prefetch_row<input_t, true>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, r.b, d0 + l, t0, len);
-        if (l < count_n && len_n > 0) {
-          cpu::prefetch_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, r.b, dn + l, tn, len_n);
-          cpu::prefetch_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, r.b, dn + l, tn, len_n);
+      for (int64_t c = c0; c < c1; ++c) {
+        const int64_t t0 = c * p.chunk_size, len = std::min(p.chunk_size, p.seqlen - t0);
+        const int64_t len_v = cpu::round_up(len, W);  // whole vectors for the per-row passes
+        cpu::split_at_sequence_starts(p, r.b, t0, len, pieces);
+        store_lanes(h, count, N, chunk_states + ((row0 + g * W) * p.n_chunks + c) * N, p.n_chunks * N);
+        // Rows are visited a few chunks at a time with the task's other channels in between, which the
+        // hardware prefetcher cannot follow. While this chunk computes, ask for what comes next, a row at a
+        // time: its z (read after the scan), its output (written then), and the next chunk's u and delta (of
+        // this group, else of the next group, else of the first group's next visit). A/B (v8): forward -8% at
+        // (1, 1536, 2048), -20% at (8, 768, 1024); asking for a whole group at once gained nothing.
+        const bool same_group = c + 1 < c1, next_group = !same_group && g + 1 < groups;
+        const int64_t dn = same_group ? d0 : next_group ? d0 + W : r.d_begin;
+        const int64_t cn = same_group ? c + 1 : next_group ? c0 : c1;
+        const int64_t tn = cn * p.chunk_size, len_n = cn < p.n_chunks ? std::min(p.chunk_size, p.seqlen - tn) : 0;
+        const int64_t count_n = std::min(W, r.d_end - dn);
+        for (int64_t l = 0; l < count; ++l) {
+          if (p.z_ptr) cpu::prefetch_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d0 + l, t0, len);
+          cpu::prefetch_row<input_t, true>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, r.b, d0 + l, t0, len);
+          if (l < count_n && len_n > 0) {
+            cpu::prefetch_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, r.b, dn + l, tn, len_n);
+            cpu::prefetch_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, r.b, dn + l, tn, len_n);
+          }
+          cpu::discretize_row<input_t>(p, r.b, d0 + l, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
         }
-        cpu::discretize_row<input_t>(p, r.b, d0 + l, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
-      }
-      rows_to_lanes(s.dt, T, len, count, s.dt_lanes);
-      rows_to_lanes(s.dtu, T, len, count, s.dtu_lanes);
-      const acc_t* B = p.is_variable_B ? s.B_chunk : s.B_lanes + off;
-      const acc_t* C = p.is_variable_C ? s.C_chunk : s.C_lanes + off;
-      for (int64_t i = 0; i < pieces.count(); ++i) {
-        const int64_t ts = pieces.start[i];
-        if (pieces.restart[i]) restart_lanes(p, r.b, t0 + ts, d0, count, h);
-        scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
-                   p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + off, h,
-                   s.y_lanes + ts * W);
-      }
-      lanes_to_rows(s.y_lanes, T, len, count, s.y);
-      for (int64_t l = 0; l < count; ++l) {
-        const int64_t d = d0 + l;
-        acc_t* y = s.y + l * T;
-        if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
-        const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-        cpu::gate_forward<acc_t>(len_v, D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
-        auto* out = static_cast<input_t*>(p.out_ptr) + r.b * p.out_batch_stride + d * p.out_dim_stride + t0;
-        for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(y[t]);
+        rows_to_lanes(s.dt, T, len, count, s.dt_lanes);
+        rows_to_lanes(s.dtu, T, len, count, s.dtu_lanes);
+        const acc_t* B = p.is_variable_B ? s.B_chunk + (t0 - s0) * N : s.B_lanes + off;
+        const acc_t* C = p.is_variable_C ? s.C_chunk + (t0 - s0) * N : s.C_lanes + off;
+        for (int64_t i = 0; i < pieces.count(); ++i) {
+          const int64_t ts = pieces.start[i];
+          if (pieces.restart[i]) restart_lanes(p, r.b, t0 + ts, d0, count, h);
+          scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
+                     p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + off, h,
+                     s.y_lanes + ts * W);
+        }
+        lanes_to_rows(s.y_lanes, T, len, count, s.y);
+        for (int64_t l = 0; l < count; ++l) {
+          const int64_t d = d0 + l;
+          acc_t* y = s.y + l * T;
+          if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
+          const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
+          cpu::gate_forward<acc_t>(len_v, D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
+          auto* out = static_cast<input_t*>(p.out_ptr) + r.b * p.out_batch_stride + d * p.out_dim_stride + t0;
+          for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(y[t]);
+        }
       }
     }
   }
