@@ -35,8 +35,9 @@ struct ForwardScratch {
   acc_t *dt_lanes, *dtu_lanes, *y_lanes;  // T x W
   // Chunks a group runs through per visit before the task's next group: its rows are read that many chunks
   // at a time, while the visit's B/C, transposed once, serve every group. Up to 8, as long as the visit's
-  // B/C stay within 128 KB (L2). A/B against one chunk per visit: forward -4% at (1, 1536, 2048), -9% at
-  // (8, 768, 1024); transposing B/C again for each group (one visit per group and row) was slower.
+  // B/C stay within 128 KB (L2). A/B against one chunk per visit (v8 -> v9): forward -2..3% at
+  // (1, 1536, 2048), median -11% at (8, 768, 1024); transposing B/C again for each group (one visit per group
+  // and row) was slower.
   static int64_t visit_chunks(int64_t T, int64_t N) {
     const int64_t fit = (int64_t(128) << 10) / (2 * T * N * int64_t(sizeof(acc_t)));
     return std::clamp<int64_t>(fit, 1, 8);
@@ -145,14 +146,73 @@ void scan_piece(const SelectiveScanParams& p, int64_t len, const acc_t* dt, cons
   if (!vb && !vc) forward_lanes<acc_t, false, false>(len, N, dt, dtu, B, C, A, h, y);
 }
 
+// One group of channels (d0 .. d0 + count, lanes of the scratch at off) over chunk c, steps [t0, t0 + len).
+// next: the rows whose u and delta are read after this chunk (count 0: none).
+struct GroupChunk {
+  int64_t d0, count, off, c, t0, len;
+};
+struct NextRows {
+  int64_t d, t, len, count;
+};
+
+// Saves the state entering the chunk, discretizes the group's rows into lane order, runs the recurrence over
+// the chunk's pieces and gates and stores the output. B and C point at the chunk's first step (transposed,
+// input-dependent) or at the group's constant lanes.
+template <typename input_t, typename acc_t>
+MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, ForwardScratch<acc_t> s, int64_t T,
+                                    const GroupChunk& k, const NextRows& next, const acc_t* B, const acc_t* C,
+                                    cpu::Pieces& pieces) {
+  constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
+  const int64_t N = p.dstate, t0 = k.t0, len = k.len;
+  acc_t* h = s.states + k.off;
+  cpu::split_at_sequence_starts(p, b, t0, len, pieces);
+  auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
+  store_lanes(h, k.count, N, chunk_states + ((b * p.dim + k.d0) * p.n_chunks + k.c) * N, p.n_chunks * N);
+  // Rows are visited a few chunks at a time with the task's other channels in between, which the hardware
+  // prefetcher cannot follow. While this chunk computes, ask for what comes next, a row at a time: its z
+  // (read after the scan), its output (written then), and the next rows' u and delta. A/B (v8): forward -8%
+  // at (1, 1536, 2048), -20% at (8, 768, 1024); asking for a whole group at once gained nothing.
+  for (int64_t l = 0; l < k.count; ++l) {
+    const int64_t d = k.d0 + l;
+    if (p.z_ptr) cpu::prefetch_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len);
+    cpu::prefetch_row<input_t, true>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, b, d, t0, len);
+    if (l < next.count) {
+      cpu::prefetch_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, b, next.d + l, next.t, next.len);
+      cpu::prefetch_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, next.d + l, next.t,
+                                 next.len);
+    }
+    cpu::discretize_row<input_t>(p, b, d, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
+  }
+  rows_to_lanes(s.dt, T, len, k.count, s.dt_lanes);
+  rows_to_lanes(s.dtu, T, len, k.count, s.dtu_lanes);
+  for (int64_t i = 0; i < pieces.count(); ++i) {
+    const int64_t ts = pieces.start[i];
+    if (pieces.restart[i]) restart_lanes(p, b, t0 + ts, k.d0, k.count, h);
+    scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
+               p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + k.off, h,
+               s.y_lanes + ts * W);
+  }
+  lanes_to_rows(s.y_lanes, T, len, k.count, s.y);
+  for (int64_t l = 0; l < k.count; ++l) {
+    const int64_t d = k.d0 + l;
+    acc_t* y = s.y + l * T;
+    if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len, s.z);
+    const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
+    cpu::gate_forward<acc_t>(cpu::round_up(len, W), D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
+    auto* out = static_cast<input_t*>(p.out_ptr) + b * p.out_batch_stride + d * p.out_dim_stride + t0;
+    for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(y[t]);
+  }
+}
+
 template <typename input_t, typename acc_t>
 MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::TaskRange& r, ForwardScratch<acc_t> s,
                                    int64_t T) {
   constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
-  const int64_t N = p.dstate, K = r.d_end - r.d_begin, groups = ceil_div(K, W), row0 = r.b * p.dim + r.d_begin;
+  const int64_t N = p.dstate, K = r.d_end - r.d_begin, groups = ceil_div(K, W);
   // Per-sequence states of an empty row: last_state was filled with initial_state (or zeros) beforehand.
   if (p.per_sequence_states && p.seqlen == 0) return;
-  // Rows of the states the row starts from and ends in (differ from row0 with per-sequence states).
+  // Rows of the states the row starts from and ends in (with per-sequence states: those of its first and
+  // last sequences).
   const int64_t first0 = cpu::state_row(p, r.b, 0) * p.dim + r.d_begin;
   const int64_t last0 = cpu::state_row(p, r.b, std::max<int64_t>(p.seqlen - 1, 0)) * p.dim + r.d_begin;
   for (int64_t g = 0; g < groups; ++g) {
@@ -166,9 +226,11 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
       std::fill(s.states + off, s.states + off + N * W, acc_t(0));
     }
   }
-  auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
   const auto* B_src = static_cast<const input_t*>(p.B_ptr) + r.b * p.B_batch_stride + r.g * p.B_group_stride;
   const auto* C_src = static_cast<const input_t*>(p.C_ptr) + r.b * p.C_batch_stride + r.g * p.C_group_stride;
+  const auto chunk_len = [&](int64_t c) {
+    return c < p.n_chunks ? std::min(p.chunk_size, p.seqlen - c * p.chunk_size) : int64_t(0);
+  };
   cpu::Pieces pieces;
   const int64_t visit = ForwardScratch<acc_t>::visit_chunks(T, N);
   for (int64_t c0 = 0; c0 < p.n_chunks; c0 += visit) {
@@ -177,53 +239,18 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
     if (p.is_variable_B) cpu::load_transposed(B_src + s0, p.B_dstate_stride, span, N, N, s.B_chunk);
     if (p.is_variable_C) cpu::load_transposed(C_src + s0, p.C_dstate_stride, span, N, N, s.C_chunk);
     for (int64_t g = 0; g < groups; ++g) {
-      const int64_t d0 = r.d_begin + g * W, count = std::min(W, r.d_end - d0), off = g * N * W;
-      acc_t* h = s.states + off;
+      const int64_t d0 = r.d_begin + g * W, off = g * N * W;
       for (int64_t c = c0; c < c1; ++c) {
-        const int64_t t0 = c * p.chunk_size, len = std::min(p.chunk_size, p.seqlen - t0);
-        const int64_t len_v = cpu::round_up(len, W);  // whole vectors for the per-row passes
-        cpu::split_at_sequence_starts(p, r.b, t0, len, pieces);
-        store_lanes(h, count, N, chunk_states + ((row0 + g * W) * p.n_chunks + c) * N, p.n_chunks * N);
-        // Rows are visited a few chunks at a time with the task's other channels in between, which the
-        // hardware prefetcher cannot follow. While this chunk computes, ask for what comes next, a row at a
-        // time: its z (read after the scan), its output (written then), and the next chunk's u and delta (of
-        // this group, else of the next group, else of the first group's next visit). A/B (v8): forward -8% at
-        // (1, 1536, 2048), -20% at (8, 768, 1024); asking for a whole group at once gained nothing.
+        // Read next: this group's next chunk, else the next group's first chunk of the visit, else the first
+        // group's first chunk of the next visit.
         const bool same_group = c + 1 < c1, next_group = !same_group && g + 1 < groups;
         const int64_t dn = same_group ? d0 : next_group ? d0 + W : r.d_begin;
         const int64_t cn = same_group ? c + 1 : next_group ? c0 : c1;
-        const int64_t tn = cn * p.chunk_size, len_n = cn < p.n_chunks ? std::min(p.chunk_size, p.seqlen - tn) : 0;
-        const int64_t count_n = std::min(W, r.d_end - dn);
-        for (int64_t l = 0; l < count; ++l) {
-          if (p.z_ptr) cpu::prefetch_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d0 + l, t0, len);
-          cpu::prefetch_row<input_t, true>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, r.b, d0 + l, t0, len);
-          if (l < count_n && len_n > 0) {
-            cpu::prefetch_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, r.b, dn + l, tn, len_n);
-            cpu::prefetch_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, r.b, dn + l, tn, len_n);
-          }
-          cpu::discretize_row<input_t>(p, r.b, d0 + l, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
-        }
-        rows_to_lanes(s.dt, T, len, count, s.dt_lanes);
-        rows_to_lanes(s.dtu, T, len, count, s.dtu_lanes);
-        const acc_t* B = p.is_variable_B ? s.B_chunk + (t0 - s0) * N : s.B_lanes + off;
-        const acc_t* C = p.is_variable_C ? s.C_chunk + (t0 - s0) * N : s.C_lanes + off;
-        for (int64_t i = 0; i < pieces.count(); ++i) {
-          const int64_t ts = pieces.start[i];
-          if (pieces.restart[i]) restart_lanes(p, r.b, t0 + ts, d0, count, h);
-          scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
-                     p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + off, h,
-                     s.y_lanes + ts * W);
-        }
-        lanes_to_rows(s.y_lanes, T, len, count, s.y);
-        for (int64_t l = 0; l < count; ++l) {
-          const int64_t d = d0 + l;
-          acc_t* y = s.y + l * T;
-          if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, r.b, d, t0, len, s.z);
-          const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-          cpu::gate_forward<acc_t>(len_v, D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
-          auto* out = static_cast<input_t*>(p.out_ptr) + r.b * p.out_batch_stride + d * p.out_dim_stride + t0;
-          for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(y[t]);
-        }
+        const int64_t t0 = c * p.chunk_size;
+        const NextRows next{dn, cn * p.chunk_size, chunk_len(cn), chunk_len(cn) > 0 ? std::min(W, r.d_end - dn) : 0};
+        forward_chunk<input_t, acc_t>(p, r.b, s, T, GroupChunk{d0, std::min(W, r.d_end - d0), off, c, t0, chunk_len(c)},
+                                      next, p.is_variable_B ? s.B_chunk + (t0 - s0) * N : s.B_lanes + off,
+                                      p.is_variable_C ? s.C_chunk + (t0 - s0) * N : s.C_lanes + off, pieces);
       }
     }
   }
