@@ -2,7 +2,8 @@
 zero-start split pass, the chain, the full pass, the partial-gradient sums.
 
 Usage: python scripts/kernel_times.py [batch dim seqlen ...]  (triples; default the two long benchmark rows)
-bf16, N = 16, B/C (batch, 1, N, seqlen), z, D, delta_bias, softplus: the benchmark's inputs.
+bf16, N = 16, B/C (batch, 1, N, seqlen), z, D, delta_bias, softplus: the benchmark's inputs and calls
+(gradients by autograd.grad, so nothing is accumulated into .grad).
 """
 import sys
 
@@ -10,7 +11,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, "benchmarks")
-from bench_scan_cuda import make_inputs, scan  # noqa: E402
+from bench_scan_cuda import fwd, fwd_bwd, make_inputs  # noqa: E402
 
 REPS = 5
 
@@ -30,25 +31,15 @@ def kernel_table(fn, t):
     print(f"  {sum(r[0] for r in rows):8.3f} ms  total")
 
 
-def forward(t):
-    with torch.no_grad():
-        scan(t)
-
-
-def forward_backward(t):
-    out = scan(t)[0]
-    out.backward(t["dout"])
-
-
 def main():
     nums = [int(a) for a in sys.argv[1:]] or [1, 4096, 16384, 1, 1536, 131072]
     for i in range(0, len(nums), 3):
         shape = tuple(nums[i:i + 3])
         t = make_inputs(*shape, torch.bfloat16, grad=True)
         print(f"{shape} forward:")
-        kernel_table(forward, t)
+        kernel_table(fwd, t)
         print(f"{shape} forward+backward:")
-        kernel_table(forward_backward, t)
+        kernel_table(fwd_bwd, t)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""Where a benchmark call's time goes besides the kernels: host cost per call, and the timeline of one call
+(CUDA runtime calls on the host, kernels on the GPU, the GPU's idle gaps), from torch.profiler's trace.
+
+Usage: python scripts/host_timeline.py [batch dim seqlen ...]  (triples; default (16, 1536, 512))
+Prints, per shape and for the forward and forward+backward of bench_scan_cuda.py: the CUDA-event time as the
+benchmark takes it, the kernels' total, and one call's timeline. Also the host cost of one call on a tiny
+input (GPU work negligible), against torch.add's.
+"""
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, "benchmarks")
+from bench_scan_cuda import bench, fwd, fwd_bwd, make_inputs  # noqa: E402
+
+
+def host_us(fn, t, calls=300):
+    """Host microseconds per call when the GPU keeps up (tiny inputs), median of 5 loops."""
+    for _ in range(20):
+        fn(t)
+    torch.cuda.synchronize()
+    runs = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn(t)
+        runs.append((time.perf_counter() - start) / calls * 1e6)
+        torch.cuda.synchronize()
+    return statistics.median(runs)
+
+
+def timeline(fn, t):
+    for _ in range(5):
+        fn(t)
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        for _ in range(3):
+            fn(t)
+            torch.cuda.synchronize()
+    path = os.path.join(tempfile.mkdtemp(), "trace.json")
+    prof.export_chrome_trace(path)
+    events = json.load(open(path))["traceEvents"]
+    syncs = sorted(e["ts"] for e in events if e.get("name") == "cudaDeviceSynchronize")
+    begin = syncs[-2] + 1  # the last call: after the second-to-last synchronize
+    rows = [e for e in events if e.get("ph") == "X" and e.get("ts", 0) >= begin
+            and e.get("cat") in ("kernel", "cuda_runtime", "cuda_driver", "gpu_memcpy", "gpu_memset")]
+    rows.sort(key=lambda e: e["ts"])
+    t0 = rows[0]["ts"]
+    kernels = [e for e in rows if e["cat"] != "cuda_runtime" and e["cat"] != "cuda_driver"]
+    busy = sum(e["dur"] for e in kernels)
+    span = kernels[-1]["ts"] + kernels[-1]["dur"] - t0
+    print(f"    one call: first host CUDA call to last kernel end {span:.1f} us, kernels {busy:.1f} us")
+    for e in rows:
+        where = "GPU " if e in kernels else "host"
+        print(f"      {where} {e['ts'] - t0:8.1f} +{e['dur']:7.1f} us  {e['name'][:90]}")
+
+
+def main():
+    nums = [int(a) for a in sys.argv[1:]] or [16, 1536, 512]
+    tiny = make_inputs(1, 64, 64, torch.bfloat16, grad=True)
+    x = torch.randn(64, device="cuda")
+    print(f"host per call on (1, 64, 64): forward {host_us(fwd, tiny):.1f} us, forward+backward "
+          f"{host_us(fwd_bwd, tiny):.1f} us; torch.add {host_us(lambda _: torch.add(x, x), None):.1f} us")
+    for i in range(0, len(nums), 3):
+        shape = tuple(nums[i:i + 3])
+        t = make_inputs(*shape, torch.bfloat16, grad=True)
+        for name, fn in (("forward", fwd), ("forward+backward", fwd_bwd)):
+            print(f"{shape} {name}: CUDA events {bench(fn, [t]) * 1e3:.1f} us")
+            timeline(fn, t)
+
+
+if __name__ == "__main__":
+    main()
