@@ -43,16 +43,23 @@ def timeline(fn, t):
         for _ in range(3):
             fn(t)
             torch.cuda.synchronize()
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     path = os.path.join(tempfile.mkdtemp(), "trace.json")
     prof.export_chrome_trace(path)
     events = json.load(open(path))["traceEvents"]
-    syncs = sorted(e["ts"] for e in events if e.get("name") == "cudaDeviceSynchronize")
+    syncs = sorted(e["ts"] for e in events if "Synchronize" in e.get("name", ""))
+    if len(syncs) < 2:
+        print("    no synchronize calls in the trace; categories:", sorted({e.get("cat") for e in events} - {None}))
+        return
     begin = syncs[-2] + 1  # the last call: after the second-to-last synchronize
     rows = [e for e in events if e.get("ph") == "X" and e.get("ts", 0) >= begin
             and e.get("cat") in ("kernel", "cuda_runtime", "cuda_driver", "gpu_memcpy", "gpu_memset")]
     rows.sort(key=lambda e: e["ts"])
     t0 = rows[0]["ts"]
     kernels = [e for e in rows if e["cat"] != "cuda_runtime" and e["cat"] != "cuda_driver"]
+    if not kernels:
+        print("    no kernels after the last synchronize; categories:", sorted({e.get("cat") for e in events} - {None}))
+        return
     busy = sum(e["dur"] for e in kernels)
     span = kernels[-1]["ts"] + kernels[-1]["dur"] - t0
     print(f"    one call: first host CUDA call to last kernel end {span:.1f} us, kernels {busy:.1f} us")
