@@ -5,6 +5,7 @@
 // kernels and 2 combine; cuda_bwd.cu builds kSeqStates = false, cuda_bwd_seq_states.cu kSeqStates = true.
 #pragma once
 
+#include "common/dynamic_smem.cuh"
 #include "selective_scan/bwd_kernel.cuh"
 #include "selective_scan/bwd_split.cuh"
 
@@ -14,11 +15,11 @@ template <typename input_t, int K, bool kSeqStates>
 cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, const ScanWork& w, cudaStream_t stream) {
   const size_t smem = bwd_smem_bytes(l);
   const size_t local_smem = bwd_local_smem_bytes(l);
-  cudaError_t err = cudaFuncSetAttribute(bwd_kernel<input_t, K, kSeqStates>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+  cudaError_t err = allow_dynamic_smem(bwd_kernel<input_t, K, kSeqStates>, smem);
   if (err != cudaSuccess) return err;
   const unsigned gy = unsigned(p.batch * p.n_groups);
   if (l.n_splits > 1) {
-    err = cudaFuncSetAttribute(bwd_local_kernel<input_t, K, kSeqStates>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(local_smem));
+    err = allow_dynamic_smem(bwd_local_kernel<input_t, K, kSeqStates>, local_smem);
     if (err != cudaSuccess) return err;
     const dim3 grid(unsigned(l.n_cblocks), gy, unsigned(l.n_splits - 1));
     bwd_local_kernel<input_t, K, kSeqStates><<<grid, kThreads, local_smem, stream>>>(p, l, w);

@@ -1,5 +1,5 @@
 // CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_launch.cuh on the
-// current stream, and the fixed-order sums of the per-block partial gradients. There are no atomics, so
+// current stream, and the fixed-order sums of the per-block partial gradients (bwd_reduce.cuh). There are no atomics, so
 // the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs nothing.
 // cu_seqlens (per-sequence initial states and last-state gradients) runs the kSeqStates variant on its
 // seq_idx, built in cuda_bwd_seq_states.cu.
@@ -11,9 +11,8 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
-#include <array>
-
 #include "selective_scan/bwd_launch.cuh"
+#include "selective_scan/bwd_reduce.cuh"
 #include "selective_scan/cuda_launch.h"
 
 namespace mamba_ext {
@@ -69,51 +68,74 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
              (!z || cuda::rows_aligned16(dz.data_ptr(), es, {})) &&
              cuda::rows_aligned16(p.dout_ptr, es, {p.dout_batch_stride, p.dout_dim_stride});
   p.out_ptr = nullptr;
-  const int64_t S = l.n_splits;
-  at::Tensor dA_part = at::empty({Bt, S, Dm, N}, f32);
-  at::Tensor dD_part = at::empty({Bt, S, Dm}, f32), ddelta_bias_part = at::empty({Bt, S, Dm}, f32);
-  const auto bc_part = [&](bool is_variable) {
-    return is_variable ? at::empty({Bt, G, l.n_cblocks, N, L}, f32) : at::empty({Bt, S, Dm, N}, f32);
-  };
-  at::Tensor dB_part = bc_part(p.is_variable_B), dC_part = bc_part(p.is_variable_C);
-  cuda::ScanWork w;
-  w.dA_part = dA_part.data_ptr<float>();
-  w.dD_part = dD_part.data_ptr<float>();
-  w.ddelta_bias_part = ddelta_bias_part.data_ptr<float>();
-  w.dB_part = dB_part.data_ptr<float>();
-  w.dC_part = dC_part.data_ptr<float>();
-  at::Tensor split_local, split_in, split_dtsum;
-  if (S > 1) {
-    split_local = at::empty({Bt, Dm, S, N}, f32);
-    split_in = at::empty_like(split_local);
-    split_dtsum = at::empty({Bt, Dm, S}, f32);
-    w.split_local = split_local.data_ptr<float>();
-    w.split_in = split_in.data_ptr<float>();
-    w.split_dtsum = split_dtsum.data_ptr<float>();
+  const int64_t S = l.n_splits, n_cblocks = l.n_cblocks;
+  // The partial gradients and the split arrays in one fp32 workspace (one allocation instead of eight),
+  // each slice 256-byte aligned.
+  const auto bc_part_size = [&](bool is_variable) { return is_variable ? Bt * G * n_cblocks * N * L : Bt * S * Dm * N; };
+  const int64_t sizes[] = {Bt * S * Dm * N, Bt * S * Dm, Bt * S * Dm, bc_part_size(p.is_variable_B),
+                           bc_part_size(p.is_variable_C), S > 1 ? Bt * Dm * S * N : 0, S > 1 ? Bt * Dm * S * N : 0,
+                           S > 1 ? Bt * Dm * S : 0};
+  int64_t offsets[8], total = 0;
+  for (int i = 0; i < 8; ++i) {
+    offsets[i] = total;
+    total += (sizes[i] + 63) / 64 * 64;
   }
+  at::Tensor workspace = at::empty({total}, f32);
+  float* base = workspace.data_ptr<float>();
+  cuda::ScanWork w;
+  w.dA_part = base + offsets[0];
+  w.dD_part = base + offsets[1];
+  w.ddelta_bias_part = base + offsets[2];
+  w.dB_part = base + offsets[3];
+  w.dC_part = base + offsets[4];
+  if (S > 1) {
+    w.split_local = base + offsets[5];
+    w.split_in = base + offsets[6];
+    w.split_dtsum = base + offsets[7];
+  }
+
+  // Outputs of the fixed-order sums (bwd_reduce.cuh): input-dependent dB/dC in B/C's shape and dtype,
+  // everything else fp32.
+  at::Tensor dA = at::empty({Dm, N}, f32), dD = at::empty({Dm}, f32), ddelta_bias = at::empty({Dm}, f32);
+  const auto bc_grad = [&](const at::Tensor& orig, bool is_variable) {
+    return is_variable ? at::empty(orig.sizes(), orig.options()) : at::empty({Dm, N}, f32);
+  };
+  at::Tensor dB = bc_grad(B, p.is_variable_B), dC = bc_grad(C, p.is_variable_C);
+  cuda::ReduceJobs jobs;
+  // Sum of the (batch, split) slices of a (batch, S, rest) partial.
+  const auto over_batch_and_splits = [&](const float* part, const at::Tensor& out) {
+    cuda::ReduceJob& j = jobs.job[jobs.count++];
+    j.part = part;
+    j.out = out.data_ptr();
+    j.n_out = j.inner = j.term_stride = out.numel();
+    j.n_terms = Bt * S;
+  };
+  // Sum over the channel blocks of a (batch * groups, n_cblocks, N * seqlen) partial, in B/C's dtype.
+  const auto over_channel_blocks = [&](const float* part, const at::Tensor& out) {
+    cuda::ReduceJob& j = jobs.job[jobs.count++];
+    j.part = part;
+    j.out = out.data_ptr();
+    j.n_out = out.numel();
+    j.inner = j.term_stride = N * L;
+    j.outer_stride = n_cblocks * N * L;
+    j.n_terms = n_cblocks;
+    j.as_input_type = true;
+  };
+  over_batch_and_splits(w.dA_part, dA);
+  over_batch_and_splits(w.dD_part, dD);
+  over_batch_and_splits(w.ddelta_bias_part, ddelta_bias);
+  if (p.is_variable_B) over_channel_blocks(w.dB_part, dB); else over_batch_and_splits(w.dB_part, dB);
+  if (p.is_variable_C) over_channel_blocks(w.dC_part, dC); else over_batch_and_splits(w.dC_part, dC);
+
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
     using input_t = std::remove_pointer_t<decltype(tag)>;
     const auto launch = p.per_sequence_states ? cuda::launch_selective_scan_bwd<input_t, true>
                                               : cuda::launch_selective_scan_bwd<input_t, false>;
     cuda::check_launch(op, launch(p, l, w, stream));
+    cuda::check_launch(op, cuda::launch_bwd_reduce<input_t>(jobs, cuda::sm_count(), stream));
   });
-
-  const std::array<int64_t, 2> dims{0, 1};
-  const at::IntArrayRef kBatchAndSplit(dims);
-  // Fixed-order sums over batch, splits and channel blocks; B/C gradients take B/C's shape and dtype.
-  const auto reduce_BC = [&](const at::Tensor& part, const at::Tensor& orig, bool is_variable) {
-    return (is_variable ? part.sum(2) : part.sum(kBatchAndSplit)).to(orig.scalar_type()).view(orig.sizes());
-  };
-  return {du,
-          ddelta,
-          dA_part.sum(kBatchAndSplit),
-          reduce_BC(dB_part, B, p.is_variable_B),
-          reduce_BC(dC_part, C, p.is_variable_C),
-          dD_part.sum(kBatchAndSplit),
-          dz,
-          ddelta_bias_part.sum(kBatchAndSplit),
-          dinitial};
+  return {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial};
 }
 
 }  // namespace

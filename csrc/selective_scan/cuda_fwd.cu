@@ -3,7 +3,6 @@
 // kernels plus the split combine (see launch_selective_scan_fwd). cu_seqlens (per-sequence initial and last
 // states) runs the kSeqStates variant on its seq_idx, built in cuda_fwd_seq_states.cu.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
@@ -44,14 +43,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   cuda::ScanLayout layout = cuda::device_layout(p, cuda::kFwdMinBlocks, 0.0);
   layout.vec_io = cuda::forward_rows_aligned16(p, u.element_size());
   cuda::ScanWork work;
-  at::Tensor split_local, split_in, split_dtsum;
+  at::Tensor split_work;  // split_local, split_in (batch, dim, S, N) and split_dtsum (batch, dim, S), one allocation
   if (layout.n_splits > 1) {
-    split_local = at::empty({p.batch, p.dim, layout.n_splits, p.dstate}, f32);
-    split_in = at::empty_like(split_local);
-    split_dtsum = at::empty({p.batch, p.dim, layout.n_splits}, f32);
-    work.split_local = split_local.data_ptr<float>();
-    work.split_in = split_in.data_ptr<float>();
-    work.split_dtsum = split_dtsum.data_ptr<float>();
+    const int64_t states = p.batch * p.dim * layout.n_splits * p.dstate;
+    split_work = at::empty({2 * states + p.batch * p.dim * layout.n_splits}, f32);
+    work.split_local = split_work.data_ptr<float>();
+    work.split_in = work.split_local + states;
+    work.split_dtsum = work.split_in + states;
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {

@@ -2,8 +2,10 @@
 // checks specific to the CUDA kernels, the launch layout for the current device, and error reporting.
 #pragma once
 
+#include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <atomic>
 #include <cstdint>
 #include <initializer_list>
 
@@ -31,12 +33,23 @@ inline void check_launch(const char* op, cudaError_t err) {
   MAMBA_CHECK(err == cudaSuccess, op, "CUDA error: ", cudaGetErrorString(err));
 }
 
+// Multiprocessors of the current device, asked of the driver once per device instead of once per launch.
+inline int sm_count() {
+  constexpr int kMaxDevices = 64;
+  static std::atomic<int> cached[kMaxDevices] = {};
+  const int device = c10::cuda::current_device();
+  MAMBA_CHECK(device >= 0 && device < kMaxDevices, "selective_scan", "device index ", device, " out of range");
+  int sms = cached[device].load(std::memory_order_relaxed);
+  if (sms == 0) {
+    check_launch("selective_scan", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
+    cached[device].store(sms, std::memory_order_relaxed);
+  }
+  return sms;
+}
+
 // Launch layout on the current device (make_layout in scan_common.cuh explains the arguments).
 inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm, double split_cost) {
-  int device = 0, sms = 0;
-  check_launch("selective_scan", cudaGetDevice(&device));
-  check_launch("selective_scan", cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return make_layout(p, sms, blocks_per_sm, split_cost);
+  return make_layout(p, sm_count(), blocks_per_sm, split_cost);
 }
 
 // True when ptr is 16-byte aligned and so is every row start (each stride in bytes a multiple of 16):

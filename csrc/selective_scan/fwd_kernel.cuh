@@ -22,6 +22,7 @@
 
 #include <type_traits>
 
+#include "common/dynamic_smem.cuh"
 #include "selective_scan/scan_common.cuh"
 
 namespace mamba_ext::cuda {
@@ -260,7 +261,7 @@ cudaError_t launch_fwd_k(const SelectiveScanParams& p, const ScanLayout& l, cons
   const dim3 grid(unsigned(l.n_cblocks), unsigned(p.batch * p.n_groups), unsigned(l.n_splits));
   // 2 instantiations here (kLocal), per input dtype, K and kSeqStates.
   for (auto kernel : {fwd_kernel<input_t, K, true, kSeqStates>, fwd_kernel<input_t, K, false, kSeqStates>}) {
-    cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem));
+    const cudaError_t err = allow_dynamic_smem(kernel, smem);
     if (err != cudaSuccess) return err;
   }
   if (l.n_splits > 1) {
