@@ -103,6 +103,30 @@ def time_ours(batch, dim, seqlen, dtype):
     return f, fb
 
 
+def time_graph(batch, dim, seqlen, dtype=torch.bfloat16):
+    """GPU time without the host: the forward and forward+backward replayed from CUDA graphs, one call per
+    rotated input set, per call. Event timings of eager calls also hold the host's time to the first launch
+    and, in forward+backward, the autograd engine's hand-off between the forward and the backward kernels,
+    which the GPU waits out when its work is short (scripts/host_timeline.py)."""
+    times = []
+    for fn, grad in ((fwd, False), (fwd_bwd, True)):
+        sets = input_sets(batch, dim, seqlen, dtype, grad)
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):  # warm-up off the capturing stream, as torch.cuda.graph asks
+            for t in sets:
+                fn(t)
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for t in sets:
+                fn(t)
+        times.append(bench(lambda _: graph.replay(), [None], warmup=3, reps=15) / len(sets))
+        del graph, sets
+        torch.cuda.empty_cache()
+    return times
+
+
 def time_packed(dim=4096, seqlen=16384, n_seqs=8, dtype=torch.bfloat16):
     """One row packing n_seqs equal sequences, against the same row unpacked: with seq_idx (the state restarts
     from zero), and with cu_seqlens and per-sequence states (an initial state per sequence, its last state,
@@ -211,10 +235,12 @@ def main(argv=None):
         for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
             row[f"{name}_fwd_ms"], row[f"{name}_fwdbwd_ms"] = time_ours(*shape, dtype)
             row[f"{name}_floor_ms"] = floor_ms(*shape, dtype, ceil)
+        row["bf16_graph_fwd_ms"], row["bf16_graph_fwdbwd_ms"] = time_graph(*shape)
         row["mamba_ssm_fwd_ms"], row["mamba_ssm_fwdbwd_ms"] = MAMBA_SSM[shape]
         row["sdpa_flash_ms"] = time_sdpa(*shape)
         results["shapes"].append(row)
-        print(f"  {shape}: bf16 fwd {row['bf16_fwd_ms']:.3f} fwd+bwd {row['bf16_fwdbwd_ms']:.3f}, fp32 fwd "
+        print(f"  {shape}: bf16 fwd {row['bf16_fwd_ms']:.3f} fwd+bwd {row['bf16_fwdbwd_ms']:.3f} (CUDA graph "
+              f"{row['bf16_graph_fwd_ms']:.3f} / {row['bf16_graph_fwdbwd_ms']:.3f}), fp32 fwd "
               f"{row['fp32_fwd_ms']:.3f} fwd+bwd {row['fp32_fwdbwd_ms']:.3f}, floor {row['bf16_floor_ms']:.3f}, "
               f"sdpa {row['sdpa_flash_ms']:.3f} ms", flush=True)
         json.dump(results, open(os.path.join(args.out, "bench_scan_cuda.json"), "w"), indent=1)
@@ -244,14 +270,17 @@ def main(argv=None):
 
 def print_table(results):
     print(f"\nselective scan, CUDA, {results['device']}, {results['date']}, torch {results['torch']}; "
-          "N=16, B/C (batch,1,N,L), z, D, delta_bias, softplus; ms, median of CUDA events")
+          "N=16, B/C (batch,1,N,L), z, D, delta_bias, softplus; ms, median of CUDA events; graph: the same calls "
+          "replayed from a CUDA graph (GPU time without the host's)")
     hdr = (f"{'(batch,dim,seqlen)':20s} {'bf16 fwd':>9s} {'fwd+bwd':>8s} {'floor':>6s} {'floor/fwd':>9s} "
-           f"{'mamba_ssm':>13s} {'speedup':>11s} {'fp32 fwd':>9s} {'fwd+bwd':>8s} {'SDPA':>8s} {'SDPA/ours':>9s}")
+           f"{'graph fwd':>9s} {'fwd+bwd':>8s} {'mamba_ssm':>13s} {'speedup':>11s} {'fp32 fwd':>9s} {'fwd+bwd':>8s} "
+           f"{'SDPA':>8s} {'SDPA/ours':>9s}")
     print(hdr)
     for r in results["shapes"]:
         ms_f, ms_fb = r["mamba_ssm_fwd_ms"], r["mamba_ssm_fwdbwd_ms"]
         print(f"{str(tuple(r['shape'])):20s} {r['bf16_fwd_ms']:9.3f} {r['bf16_fwdbwd_ms']:8.3f} "
               f"{r['bf16_floor_ms']:6.3f} {r['bf16_floor_ms'] / r['bf16_fwd_ms']:9.2f} "
+              f"{r.get('bf16_graph_fwd_ms', float('nan')):9.3f} {r.get('bf16_graph_fwdbwd_ms', float('nan')):8.3f} "
               f"{ms_f:6.3f}/{ms_fb:6.2f} {ms_f / r['bf16_fwd_ms']:5.2f}/{ms_fb / r['bf16_fwdbwd_ms']:5.2f} "
               f"{r['fp32_fwd_ms']:9.3f} {r['fp32_fwdbwd_ms']:8.3f} {r['sdpa_flash_ms']:8.3f} "
               f"{r['sdpa_flash_ms'] / r['bf16_fwd_ms']:9.2f}")
