@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine that verifies a release candidate: the full sm_80 + sm_90 (+PTX) build (timed),
-# every CUDA test (one pytest process per file, in parallel with pytest-xdist), and both CUDA benchmarks.
+# every CUDA test (one pytest process per file, in parallel with pytest-xdist), both CUDA benchmarks, and
+# compute-sanitizer (memcheck, racecheck) on small scan cases.
 # Logs and JSON go to $OUT. Usage on the device: bash scripts/gpu_final.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -27,3 +28,8 @@ done | tee "$OUT/tests_summary.txt"
 
 python3 benchmarks/bench_scan_cuda.py --no-sweep --out "$OUT" >"$OUT/bench_scan.log" 2>&1; tail -15 "$OUT/bench_scan.log"
 python3 benchmarks/bench_conv_update.py --json "$OUT/bench_conv_update.json" >"$OUT/bench_conv.log" 2>&1; tail -12 "$OUT/bench_conv.log"
+# compute-sanitizer on small forward+backward cases of the scan (one and several splits, packed rows, N = 256).
+for tool in memcheck racecheck; do
+  timeout 120 compute-sanitizer --tool $tool --error-exitcode 1 python3 scripts/sanitizer_case.py >"$OUT/$tool.log" 2>&1
+  echo "compute-sanitizer $tool: exit $? :: $(grep -h 'ERROR SUMMARY\|RACECHECK SUMMARY' "$OUT/$tool.log" | sort -u | tr '\n' ' ')"
+done | tee -a "$OUT/tests_summary.txt"
