@@ -1,11 +1,11 @@
 // CUDA backward of mamba_ext::selective_scan_bwd: checks, workspace, the launch of bwd_launch.cuh on the
-// current stream, and the fixed-order sums of the per-block partial gradients (bwd_reduce.cuh). There are no atomics, so
-// the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs nothing.
+// current stream, and the fixed-order sums of the per-block partial gradients (bwd_reduce.cuh). There are no
+// atomics, so the gradients are bitwise reproducible whether or not `deterministic` is set; the flag costs
+// nothing.
 // cu_seqlens (per-sequence initial states and last-state gradients) runs the kSeqStates variant on its
 // seq_idx, built in cuda_bwd_seq_states.cu.
-// Instantiations here: 3 input dtypes x 2 (K) x 2 (full, local) = 12 plus the split combine.
+// Instantiations here: 3 input dtypes x 2 (K) x 2 (full, local) = 12, the split combine, and 3 of the sums.
 #include <ATen/ops/empty.h>
-#include <ATen/ops/empty_like.h>
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -71,7 +71,9 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   const int64_t S = l.n_splits, n_cblocks = l.n_cblocks;
   // The partial gradients and the split arrays in one fp32 workspace (one allocation instead of eight),
   // each slice 256-byte aligned.
-  const auto bc_part_size = [&](bool is_variable) { return is_variable ? Bt * G * n_cblocks * N * L : Bt * S * Dm * N; };
+  const auto bc_part_size = [&](bool is_variable) {
+    return is_variable ? Bt * G * n_cblocks * N * L : Bt * S * Dm * N;
+  };
   const int64_t sizes[] = {Bt * S * Dm * N, Bt * S * Dm, Bt * S * Dm, bc_part_size(p.is_variable_B),
                            bc_part_size(p.is_variable_C), S > 1 ? Bt * Dm * S * N : 0, S > 1 ? Bt * Dm * S * N : 0,
                            S > 1 ? Bt * Dm * S : 0};
