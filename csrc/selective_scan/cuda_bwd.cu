@@ -69,32 +69,15 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
              cuda::rows_aligned16(p.dout_ptr, es, {p.dout_batch_stride, p.dout_dim_stride});
   p.out_ptr = nullptr;
   const int64_t S = l.n_splits, n_cblocks = l.n_cblocks;
-  // The partial gradients and the split arrays in one fp32 workspace (one allocation instead of eight),
-  // each slice 256-byte aligned.
   const auto bc_part_size = [&](bool is_variable) {
     return is_variable ? Bt * G * n_cblocks * N * L : Bt * S * Dm * N;
   };
-  const int64_t sizes[] = {Bt * S * Dm * N, Bt * S * Dm, Bt * S * Dm, bc_part_size(p.is_variable_B),
-                           bc_part_size(p.is_variable_C), S > 1 ? Bt * Dm * S * N : 0, S > 1 ? Bt * Dm * S * N : 0,
-                           S > 1 ? Bt * Dm * S : 0};
-  int64_t offsets[8], total = 0;
-  for (int i = 0; i < 8; ++i) {
-    offsets[i] = total;
-    total += (sizes[i] + 63) / 64 * 64;
-  }
-  at::Tensor workspace = at::empty({total}, f32);
-  float* base = workspace.data_ptr<float>();
+  const int64_t split_states = S > 1 ? Bt * Dm * S * N : 0, split_rows = S > 1 ? Bt * Dm * S : 0;
   cuda::ScanWork w;
-  w.dA_part = base + offsets[0];
-  w.dD_part = base + offsets[1];
-  w.ddelta_bias_part = base + offsets[2];
-  w.dB_part = base + offsets[3];
-  w.dC_part = base + offsets[4];
-  if (S > 1) {
-    w.split_local = base + offsets[5];
-    w.split_in = base + offsets[6];
-    w.split_dtsum = base + offsets[7];
-  }
+  const at::Tensor workspace = cuda::float_workspace(
+      f32, {{&w.dA_part, Bt * S * Dm * N}, {&w.dD_part, Bt * S * Dm}, {&w.ddelta_bias_part, Bt * S * Dm},
+            {&w.dB_part, bc_part_size(p.is_variable_B)}, {&w.dC_part, bc_part_size(p.is_variable_C)},
+            {&w.split_local, split_states}, {&w.split_in, split_states}, {&w.split_dtsum, split_rows}});
 
   // Outputs of the fixed-order sums (bwd_reduce.cuh): input-dependent dB/dC in B/C's shape and dtype,
   // everything else fp32.

@@ -43,13 +43,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   cuda::ScanLayout layout = cuda::device_layout(p, cuda::kFwdMinBlocks, 0.0);
   layout.vec_io = cuda::forward_rows_aligned16(p, u.element_size());
   cuda::ScanWork work;
-  at::Tensor split_work;  // split_local, split_in (batch, dim, S, N) and split_dtsum (batch, dim, S), one allocation
+  at::Tensor split_work;
   if (layout.n_splits > 1) {
-    const int64_t states = p.batch * p.dim * layout.n_splits * p.dstate;
-    split_work = at::empty({2 * states + p.batch * p.dim * layout.n_splits}, f32);
-    work.split_local = split_work.data_ptr<float>();
-    work.split_in = work.split_local + states;
-    work.split_dtsum = work.split_in + states;
+    const int64_t states = p.batch * p.dim * layout.n_splits * p.dstate, rows = p.batch * p.dim * layout.n_splits;
+    split_work = cuda::float_workspace(
+        f32, {{&work.split_local, states}, {&work.split_in, states}, {&work.split_dtsum, rows}});
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {

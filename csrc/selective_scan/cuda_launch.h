@@ -2,12 +2,14 @@
 // checks specific to the CUDA kernels, the launch layout for the current device, and error reporting.
 #pragma once
 
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAFunctions.h>
 #include <c10/cuda/CUDAStream.h>
 
 #include <atomic>
 #include <cstdint>
 #include <initializer_list>
+#include <utility>
 
 #include "common/checks.h"
 #include "selective_scan/scan_args.h"
@@ -45,6 +47,22 @@ inline int sm_count() {
     cached[device].store(sms, std::memory_order_relaxed);
   }
   return sms;
+}
+
+// fp32 scratch arrays carved from one allocation (one caching-allocator call instead of one per array),
+// each slice 256-byte aligned: sets *ptr for every {ptr, size}, nullptr for size 0. The tensor owns them.
+inline at::Tensor float_workspace(const at::TensorOptions& f32,
+                                  std::initializer_list<std::pair<float**, int64_t>> slices) {
+  const auto padded = [](int64_t n) { return (n + 63) / 64 * 64; };
+  int64_t total = 0;
+  for (const auto& slice : slices) total += padded(slice.second);
+  at::Tensor buffer = at::empty({total}, f32);
+  float* next = buffer.data_ptr<float>();
+  for (const auto& [ptr, n] : slices) {
+    *ptr = n > 0 ? next : nullptr;
+    next += padded(n);
+  }
+  return buffer;
 }
 
 // Launch layout on the current device (make_layout in scan_common.cuh explains the arguments).
