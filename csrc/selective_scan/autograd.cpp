@@ -5,6 +5,7 @@
 // Double backward is not supported: the internal ops carry autogradNotImplementedFallback, so
 // differentiating the backward raises an error naming mamba_ext::selective_scan_bwd.
 #include <ATen/Context.h>
+#include <ATen/core/LegacyTypeDispatch.h>
 #include <torch/autograd.h>
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
@@ -41,6 +42,15 @@ OptTensor checked_seq_idx(const at::Tensor& u, const at::Tensor& delta, const at
   return cu_seqlens ? OptTensor(seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen)) : seq_idx;
 }
 
+bool needs_grad(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+                const OptTensor& initial_state) {
+  if (!torch::autograd::GradMode::is_enabled()) return false;
+  const auto opt = [](const OptTensor& t) { return t && t->requires_grad(); };
+  return u.requires_grad() || delta.requires_grad() || A.requires_grad() || B.requires_grad() ||
+         C.requires_grad() || opt(D) || opt(z) || opt(delta_bias) || opt(initial_state);
+}
+
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& u, const at::Tensor& delta,
@@ -49,6 +59,9 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
                                const OptTensor& initial_state, const OptTensor& seq_idx,
                                const OptTensor& cu_seqlens) {
     const int64_t chunk_size = selective_scan_chunk_size(u.device().type());
+    // Grad mode is off in here, so the internal op's autograd fallback would only box its arguments and
+    // redispatch; skipping it saves that host time before the kernel launch.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
     auto [out, last_state, chunk_states] = selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
                                                               initial_state, seq_idx, chunk_size, cu_seqlens);
     ctx->save_for_backward({u, delta, A, B, C, D.value_or(at::Tensor()), z.value_or(at::Tensor()),
@@ -64,6 +77,11 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &u = saved[0], &D = saved[5], &z = saved[6], &delta_bias = saved[7], &initial = saved[8];
     const at::Tensor dout = grads[0].defined() ? grads[0] : at::zeros_like(u);
+    // Under create_graph the internal op's autograd fallback must run: it marks the gradients so that
+    // differentiating them raises an error naming selective_scan_bwd. Otherwise it would only box the
+    // arguments and redispatch, host time between the forward's kernels and the backward's.
+    std::optional<at::AutoDispatchBelowADInplaceOrView> below_autograd;
+    if (!torch::autograd::GradMode::is_enabled()) below_autograd.emplace();
     auto [du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial] = selective_scan_bwd(
         dout, defined_or_none(grads[1]), u, saved[1], saved[2], saved[3], saved[4], defined_or_none(D),
         defined_or_none(z), defined_or_none(delta_bias), ctx->saved_data["delta_softplus"].toBool(),
@@ -87,19 +105,7 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, const at::Tensor& delta,
-                                                           const at::Tensor& A, const at::Tensor& B,
-                                                           const at::Tensor& C, const OptTensor& D, const OptTensor& z,
-                                                           const OptTensor& delta_bias, bool delta_softplus,
-                                                           const OptTensor& initial_state, const OptTensor& seq_idx,
-                                                           const OptTensor& cu_seqlens) {
-  const OptTensor ids = checked_seq_idx(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
-  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ids,
-                                           cu_seqlens);
-  return {outs[0], outs[1]};
-}
-
-// Below autograd (inference mode, or tensors that need no grad): the forward alone.
+// Below autograd (inference mode, no_grad, or tensors that need no grad): the forward alone.
 std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor& u, const at::Tensor& delta,
                                                                const at::Tensor& A, const at::Tensor& B,
                                                                const at::Tensor& C, const OptTensor& D,
@@ -112,6 +118,25 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor&
       selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ids,
                          selective_scan_chunk_size(u.device().type()), cu_seqlens);
   return {out, last_state};
+}
+
+std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, const at::Tensor& delta,
+                                                           const at::Tensor& A, const at::Tensor& B,
+                                                           const at::Tensor& C, const OptTensor& D, const OptTensor& z,
+                                                           const OptTensor& delta_bias, bool delta_softplus,
+                                                           const OptTensor& initial_state, const OptTensor& seq_idx,
+                                                           const OptTensor& cu_seqlens) {
+  if (!needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state)) {
+    // No graph to record (no_grad, or no input requires grad): the forward alone, without the Function's
+    // node, saved tensors and output wrapping, and without the internal op's autograd fallback.
+    const at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return selective_scan_forward_only(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx,
+                                       cu_seqlens);
+  }
+  const OptTensor ids = checked_seq_idx(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
+  auto outs = SelectiveScanFunction::apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ids,
+                                           cu_seqlens);
+  return {outs[0], outs[1]};
 }
 
 }  // namespace

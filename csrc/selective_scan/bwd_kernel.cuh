@@ -107,8 +107,8 @@ __global__ void __launch_bounds__(kThreads, 3) bwd_kernel(SelectiveScanParams p,
     }
   };
 
-  const int64_t chunk_begin = split * l.chunks_per_split;
-  const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
+  const ChunkRange range = split_part_chunks(p, l, split, 0, 1);
+  const int64_t chunk_begin = range.begin, chunk_end = range.end;
   if (chunk_begin < chunk_end) prefetch(chunk_end - 1);
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int64_t t0 = chunk * kTile;

@@ -21,7 +21,7 @@ cudaError_t launch_bwd_k(const SelectiveScanParams& p, const ScanLayout& l, cons
   if (l.n_splits > 1) {
     err = allow_dynamic_smem(bwd_local_kernel<input_t, K, kSeqStates>, local_smem);
     if (err != cudaSuccess) return err;
-    const dim3 grid(unsigned(l.n_cblocks), gy, unsigned(l.n_splits - 1));
+    const dim3 grid(unsigned(l.n_cblocks), gy, unsigned((l.n_splits - 1) * l.local_parts));
     bwd_local_kernel<input_t, K, kSeqStates><<<grid, kThreads, local_smem, stream>>>(p, l, w);
     const int64_t total = p.batch * p.dim * p.dstate;
     bwd_combine_kernel<kSeqStates><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);

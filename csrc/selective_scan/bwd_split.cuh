@@ -3,7 +3,7 @@
 // from the right, so each split but the first is first run from a zero adjoint (bwd_local_kernel, which
 // needs no states and so no recompute), bwd_combine_kernel chains the splits from the end (a split's total
 // decay is exp(A * sum dt)), and the full backward starts each split from the adjoint leaving the next one.
-// Grid as the backward; z = split - 1.
+// Grid as the backward; z = (split - 1) * local_parts + part.
 //
 // Per-sequence states (kSeqStates, see bwd_kernel.cuh): the gradient of a sequence's last state enters at
 // its last step, and nothing flows out of a sequence's first step.
@@ -19,10 +19,11 @@ inline size_t bwd_local_smem_bytes(const ScanLayout& l) {
   return sizeof(float) * (2 * l.R * kPitch + kTile * (l.n_pad + 4) + l.R * l.n_pad);
 }
 
-// Zero-start adjoint of split blockIdx.z + 1 (every split but the first): what it passes to the split before
-// it when nothing flows in from the right. Needs no states, so no recompute.
+// Zero-start adjoint of one part of split 1 + blockIdx.z / local_parts (every split but the first): what it
+// passes to the part before it when nothing flows in from the right. Needs no states, so no recompute.
 template <typename input_t, int K, bool kSeqStates>
-__global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
+__global__ void __launch_bounds__(kThreads, local_min_blocks(sizeof(input_t), K, kSeqStates))
+bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
   const int R = l.R, bc_pitch = l.n_pad + 4;
   float* dt_s = reinterpret_cast<float*>(smem4);
@@ -33,7 +34,7 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
   __shared__ SequenceMarks marks_s;
 
   const Pos s = block_pos(p, l);
-  const int64_t split = blockIdx.z + 1, N = p.dstate;
+  const int64_t split = 1 + blockIdx.z / l.local_parts, part = blockIdx.z % l.local_parts, N = p.dstate;
   const int64_t row = s.b * p.dim + s.d;
   float A2[K], g[K];
 #pragma unroll
@@ -51,8 +52,8 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
 
   float dtsum = 0.f;
   bool cut = false;  // a sequence starts inside the split: no adjoint flows through it
-  const int64_t chunk_begin = split * l.chunks_per_split;
-  const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
+  const ChunkRange range = split_part_chunks(p, l, split, part, l.local_parts);
+  const int64_t chunk_begin = range.begin, chunk_end = range.end;
   for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
@@ -110,12 +111,13 @@ __global__ void __launch_bounds__(kThreads) bwd_local_kernel(SelectiveScanParams
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int n = s.p * K + k;
-    if (n < N) w.split_local[(row * l.n_splits + split) * N + n] = g[k];
+    if (n < N) w.split_local[((row * l.n_splits + split) * l.local_parts + part) * N + n] = g[k];
   }
-  if (s.p == 0) w.split_dtsum[row * l.n_splits + split] = split_dtsum_or_cut(dtsum, cut);
+  if (s.p == 0) w.split_dtsum[(row * l.n_splits + split) * l.local_parts + part] = split_dtsum_or_cut(dtsum, cut);
 }
 
-// Adjoint leaving each split to the left: q_{S-1} = dlast_state, q_{s-1} = local_s + exp(A sum dt_s) q_s.
+// Adjoint leaving each split to the left: q_{S-1} = dlast_state, and q_{s-1} is q_s carried through split s's
+// parts from the last to the first, each adding its zero-start adjoint to q decayed by exp(A * sum dt).
 template <bool kSeqStates>
 __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -126,9 +128,12 @@ __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
   // Per-sequence states: the last split's full pass adds the last sequence's gradient at its last step.
   float q = p.dlast_state_ptr && !kSeqStates ? static_cast<const float*>(p.dlast_state_ptr)[i] : 0.f;
   for (int64_t s = l.n_splits - 1; s >= 0; --s) {
-    const int64_t at = (row * l.n_splits + s) * N + n;
-    w.split_in[at] = q;
-    if (s > 0) q = w.split_local[at] + split_decay(A2, w.split_dtsum[row * l.n_splits + s]) * q;
+    w.split_in[(row * l.n_splits + s) * N + n] = q;
+    if (s == 0) break;
+    for (int64_t part = l.local_parts - 1; part >= 0; --part) {
+      const int64_t at = (row * l.n_splits + s) * l.local_parts + part;
+      q = w.split_local[at * N + n] + split_decay(A2, w.split_dtsum[at]) * q;
+    }
   }
 }
 

@@ -57,10 +57,11 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   p.dz_ptr = dz.data_ptr();
   p.dinitial_state_ptr = dinitial.data_ptr();
 
-  // Three blocks per SM (72 KB of shared memory each for N = 16); the zero-start split pass costs about a
-  // quarter of the backward, worth it when it evens out the waves.
-  cuda::ScanLayout l = cuda::device_layout(p, 3, 0.25);
+  // Three blocks per SM (72 KB of shared memory each for N = 16); the zero-start split pass costs about 15%
+  // of the backward over the same steps (measured at (1, 1536, 131072) with its parts filling the GPU; 25%
+  // before), worth it when it evens out the waves.
   const int64_t es = u.element_size();
+  cuda::ScanLayout l = cuda::device_layout(p, 3, 0.15, es);
   p.out_ptr = du.data_ptr();  // du, ddelta, dz share one contiguous layout: check it through the out slot
   p.out_batch_stride = du.stride(0);
   p.out_dim_stride = du.stride(1);
@@ -72,15 +73,24 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   const auto bc_part_size = [&](bool is_variable) {
     return is_variable ? Bt * G * n_cblocks * N * L : Bt * S * Dm * N;
   };
-  const int64_t split_states = S > 1 ? Bt * Dm * S * N : 0, split_rows = S > 1 ? Bt * Dm * S : 0;
+  const int64_t split_rows = S > 1 ? Bt * Dm * S : 0, split_parts = split_rows * l.local_parts;
   cuda::ScanWork w;
   const at::Tensor workspace = cuda::float_workspace(
       f32, {{&w.dA_part, Bt * S * Dm * N}, {&w.dD_part, Bt * S * Dm}, {&w.ddelta_bias_part, Bt * S * Dm},
             {&w.dB_part, bc_part_size(p.is_variable_B)}, {&w.dC_part, bc_part_size(p.is_variable_C)},
-            {&w.split_local, split_states}, {&w.split_in, split_states}, {&w.split_dtsum, split_rows}});
+            {&w.split_local, split_parts * N}, {&w.split_in, split_rows * N}, {&w.split_dtsum, split_parts}});
+
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
+    using input_t = std::remove_pointer_t<decltype(tag)>;
+    const auto launch = p.per_sequence_states ? cuda::launch_selective_scan_bwd<input_t, true>
+                                              : cuda::launch_selective_scan_bwd<input_t, false>;
+    cuda::check_launch(op, launch(p, l, w, stream));
+  });
 
   // Outputs of the fixed-order sums (bwd_reduce.cuh): input-dependent dB/dC in B/C's shape and dtype,
-  // everything else fp32.
+  // everything else fp32. Allocated after the scan's launch: the host's time here then overlaps the scan
+  // instead of delaying its start (the GPU waits on the host between the forward and the backward).
   at::Tensor dA = at::empty({Dm, N}, f32), dD = at::empty({Dm}, f32), ddelta_bias = at::empty({Dm}, f32);
   const auto bc_grad = [&](const at::Tensor& orig, bool is_variable) {
     return is_variable ? at::empty(orig.sizes(), orig.options()) : at::empty({Dm, N}, f32);
@@ -111,13 +121,8 @@ ScanGrads selective_scan_bwd_cuda(const at::Tensor& dout, const OptTensor& dlast
   over_batch_and_splits(w.ddelta_bias_part, ddelta_bias);
   if (p.is_variable_B) over_channel_blocks(w.dB_part, dB); else over_batch_and_splits(w.dB_part, dB);
   if (p.is_variable_C) over_channel_blocks(w.dC_part, dC); else over_batch_and_splits(w.dC_part, dC);
-
-  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {
     using input_t = std::remove_pointer_t<decltype(tag)>;
-    const auto launch = p.per_sequence_states ? cuda::launch_selective_scan_bwd<input_t, true>
-                                              : cuda::launch_selective_scan_bwd<input_t, false>;
-    cuda::check_launch(op, launch(p, l, w, stream));
     cuda::check_launch(op, cuda::launch_bwd_reduce<input_t>(jobs, cuda::sm_count(), stream));
   });
   return {du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial};

@@ -40,14 +40,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   p.chunk_states_ptr = chunk_states.data_ptr();
 
   // Splits only to fill the GPU (a split costs a second pass of exps); kFwdMinBlocks blocks fit per SM.
-  cuda::ScanLayout layout = cuda::device_layout(p, cuda::kFwdMinBlocks, 0.0);
+  cuda::ScanLayout layout = cuda::device_layout(p, cuda::kFwdMinBlocks, 0.0, u.element_size());
   layout.vec_io = cuda::forward_rows_aligned16(p, u.element_size());
   cuda::ScanWork work;
   at::Tensor split_work;
   if (layout.n_splits > 1) {
-    const int64_t states = p.batch * p.dim * layout.n_splits * p.dstate, rows = p.batch * p.dim * layout.n_splits;
-    split_work = cuda::float_workspace(
-        f32, {{&work.split_local, states}, {&work.split_in, states}, {&work.split_dtsum, rows}});
+    const int64_t rows = p.batch * p.dim * layout.n_splits, parts = rows * layout.local_parts;
+    split_work = cuda::float_workspace(f32, {{&work.split_local, parts * p.dstate},
+                                             {&work.split_in, rows * p.dstate},
+                                             {&work.split_dtsum, parts}});
   }
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   cuda::dispatch_input_type(op, u.scalar_type(), [&](auto* tag) {

@@ -65,9 +65,13 @@ inline at::Tensor float_workspace(const at::TensorOptions& f32,
   return buffer;
 }
 
-// Launch layout on the current device (make_layout in scan_common.cuh explains the arguments).
-inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm, double split_cost) {
-  return make_layout(p, sm_count(), blocks_per_sm, split_cost);
+// Launch layout on the current device (make_layout and set_local_parts in scan_common.cuh explain the
+// arguments).
+inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm, double split_cost,
+                                int64_t input_bytes) {
+  ScanLayout l = make_layout(p, sm_count(), blocks_per_sm, split_cost);
+  set_local_parts(l, p, sm_count(), int(input_bytes));
+  return l;
 }
 
 // True when ptr is 16-byte aligned and so is every row start (each stride in bytes a multiple of 16):

@@ -36,7 +36,8 @@ inline size_t fwd_smem_bytes(const ScanLayout& l) {
 constexpr int kFwdMinBlocks = 4;
 
 template <typename input_t, int K, bool kLocal, bool kSeqStates>
-__global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
+__global__ void __launch_bounds__(kThreads, kLocal ? local_min_blocks(sizeof(input_t), K, kSeqStates) : kFwdMinBlocks)
+fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   extern __shared__ float4 smem4[];
   const int R = l.R, bc_pitch = l.n_pad + 4;
   float* dt_s = reinterpret_cast<float*>(smem4);  // [R][kPitch]
@@ -50,7 +51,9 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
   __shared__ SequenceMarks marks_s;
 
   const Pos s = block_pos(p, l);
-  const int64_t split = blockIdx.z, N = p.dstate;
+  // kLocal: z = split * local_parts + part, a part of the split (set_local_parts).
+  const int64_t split = kLocal ? blockIdx.z / l.local_parts : blockIdx.z, N = p.dstate;
+  const int64_t part = kLocal ? blockIdx.z % l.local_parts : 0;
   const int64_t row = s.b * p.dim + s.d;
 
   // Scan role: states n = p*K + k of channel c. Constant B/C go to shared memory so the inner loop reads
@@ -103,8 +106,8 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
 
   float dtsum = 0.f;
   bool cut = false;  // kLocal: a sequence starts inside the split
-  const int64_t chunk_begin = split * l.chunks_per_split;
-  const int64_t chunk_end = min(p.n_chunks, chunk_begin + l.chunks_per_split);
+  const ChunkRange range = split_part_chunks(p, l, split, part, kLocal ? l.local_parts : 1);
+  const int64_t chunk_begin = range.begin, chunk_end = range.end;
   if (chunk_begin < chunk_end) prefetch(chunk_begin);
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
     const int64_t t0 = chunk * kTile;
@@ -229,16 +232,19 @@ __global__ void __launch_bounds__(kThreads, kFwdMinBlocks) fwd_kernel(SelectiveS
     const int n = s.p * K + k;
     if (n >= N) continue;
     if (kLocal) {
-      w.split_local[(row * l.n_splits + split) * N + n] = h[k];
+      w.split_local[((row * l.n_splits + split) * l.local_parts + part) * N + n] = h[k];
     } else if (split == l.n_splits - 1 && !kSeqStates) {  // kSeqStates: stored where each sequence ends
       static_cast<float*>(p.last_state_ptr)[row * N + n] = h[k];
     }
   }
-  if (kLocal && s.p == 0) w.split_dtsum[row * l.n_splits + split] = split_dtsum_or_cut(dtsum, cut);
+  if (kLocal && s.p == 0) {
+    w.split_dtsum[(row * l.n_splits + split) * l.local_parts + part] = split_dtsum_or_cut(dtsum, cut);
+  }
 }
 
-// Chains the splits: the state entering split s is the state entering split s-1 decayed by exp(A * sum dt)
-// of split s-1 plus that split's zero-start end state. One thread per (batch, channel, state).
+// Chains the splits: the state entering split s is the state entering split s-1 carried through that split's
+// parts in order, each decaying it by exp(A * sum dt) of the part and adding the part's zero-start end state.
+// One thread per (batch, channel, state).
 template <bool kSeqStates>
 __global__ void fwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
@@ -249,9 +255,12 @@ __global__ void fwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
   // Per-sequence states: the first split starts a sequence at token 0, so nothing flows in.
   float h = p.initial_state_ptr && !kSeqStates ? static_cast<const float*>(p.initial_state_ptr)[i] : 0.f;
   for (int64_t s = 0; s < l.n_splits; ++s) {
-    const int64_t at = (row * l.n_splits + s) * N + n;
-    w.split_in[at] = h;
-    if (s + 1 < l.n_splits) h = split_decay(A2, w.split_dtsum[row * l.n_splits + s]) * h + w.split_local[at];
+    w.split_in[(row * l.n_splits + s) * N + n] = h;
+    if (s + 1 == l.n_splits) break;
+    for (int64_t part = 0; part < l.local_parts; ++part) {
+      const int64_t at = (row * l.n_splits + s) * l.local_parts + part;
+      h = split_decay(A2, w.split_dtsum[at]) * h + w.split_local[at * N + n];
+    }
   }
 }
 
@@ -265,7 +274,7 @@ cudaError_t launch_fwd_k(const SelectiveScanParams& p, const ScanLayout& l, cons
     if (err != cudaSuccess) return err;
   }
   if (l.n_splits > 1) {
-    const dim3 local_grid(grid.x, grid.y, grid.z - 1);
+    const dim3 local_grid(grid.x, grid.y, unsigned((l.n_splits - 1) * l.local_parts));
     fwd_kernel<input_t, K, true, kSeqStates><<<local_grid, kThreads, smem, stream>>>(p, l, w);
     const int64_t total = p.batch * p.dim * p.dstate;
     fwd_combine_kernel<kSeqStates><<<unsigned((total + 255) / 256), 256, 0, stream>>>(p, l, w);

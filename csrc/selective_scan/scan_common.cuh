@@ -38,14 +38,15 @@ struct ScanLayout {
   int n_pad = 16;   // P * K >= N
   int64_t n_cblocks = 1;  // channel blocks per group
   int64_t n_splits = 1, chunks_per_split = 1;  // time splits (separate blocks, combined by a small kernel)
+  int64_t local_parts = 1;  // the zero-start pass runs each split as this many consecutive parts (blocks)
   bool vec_io = false;  // every row start is 16-byte aligned: loads and stores of 8 steps are single accesses
 };
 
 // Workspace of the split passes and of the backward's partial sums, all fp32, allocated by the host code.
 struct ScanWork {
-  float* split_local = nullptr;  // (batch, dim, S, N): state (fwd) / adjoint (bwd) of a split run from zero
+  float* split_local = nullptr;  // (batch, dim, S, parts, N): state (fwd) / adjoint (bwd) of a part run from zero
   float* split_in = nullptr;     // (batch, dim, S, N): true state entering / adjoint leaving each split
-  float* split_dtsum = nullptr;  // (batch, dim, S): sum of dt over the split (its total decay is exp(A*sum))
+  float* split_dtsum = nullptr;  // (batch, dim, S, parts): sum of dt over a part (its decay is exp(A*sum))
   float* dA_part = nullptr;      // (batch, S, dim, N)
   float* dD_part = nullptr;      // (batch, S, dim)
   float* ddelta_bias_part = nullptr;  // (batch, S, dim)
@@ -74,9 +75,12 @@ inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blo
     // Time splits also even out waves: pick S minimizing rounds of `slots` blocks per unit of work plus
     // the split pass and a small per-split overhead, e.g. 512 blocks on 396 slots: S = 3 (4 rounds of a
     // third) beats 2 full rounds.
-    double best = double((blocks + slots - 1) / slots) + 0.02;
+    // A split also costs a little on its own (setup, boundary states, partial sums): 1% of a pass each. (2%
+    // chose 7 splits at (1, 1536, 131072), 336 blocks on 396 slots; 8 fill them.)
+    constexpr double kPerSplit = 0.01;
+    double best = double((blocks + slots - 1) / slots) + kPerSplit;
     for (int64_t S = 2; S <= 64 && S <= n_chunks; ++S) {
-      const double cost = double((blocks * S + slots - 1) / slots) / double(S) + split_cost + 0.02 * double(S);
+      const double cost = double((blocks * S + slots - 1) / slots) / double(S) + split_cost + kPerSplit * double(S);
       if (cost < best - 1e-9) {
         best = cost;
         splits = S;
@@ -91,6 +95,41 @@ inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blo
   l.chunks_per_split = n_chunks < 1 ? 1 : (n_chunks + splits - 1) / splits;
   l.n_splits = n_chunks < 1 ? 1 : (n_chunks + l.chunks_per_split - 1) / l.chunks_per_split;
   return l;
+}
+
+// Blocks per multiprocessor the zero-start split passes (fwd_kernel's kLocal, bwd_local_kernel) are compiled
+// for: their registers are capped at 65536 / (kThreads * this). They need no outputs, so the common case
+// (16-bit inputs, N <= 128, no per-sequence states) fits 64 registers without spills, fp32 80; the others
+// keep 128. More resident blocks hide the latency of these short-lived passes.
+constexpr int local_min_blocks(int input_bytes, int K, bool seq_states) {
+  return (K != 4 || seq_states) ? 4 : (input_bytes == 2 ? 8 : 6);
+}
+
+// Parts per split of the zero-start pass: a split's S - 1 zero-start blocks per row block leave most slots of
+// the GPU idle (e.g. (1, 1536, 131072) backward: 288 blocks, 2.2 per SM), so each split is cut into
+// consecutive parts, chained like splits, as many as fill the slots of the pass's occupancy in one wave.
+inline void set_local_parts(ScanLayout& l, const SelectiveScanParams& p, int num_sms, int input_bytes) {
+  l.local_parts = 1;
+  if (l.n_splits <= 1) return;
+  const int64_t blocks = l.n_cblocks * p.batch * p.n_groups * (l.n_splits - 1);
+  const int64_t slots = int64_t(num_sms) * local_min_blocks(input_bytes, l.K, p.per_sequence_states);
+  const int64_t parts = slots / blocks;
+  l.local_parts = parts < 1 ? 1 : (parts > l.chunks_per_split ? l.chunks_per_split : parts);
+}
+
+// Chunks [begin, end) of part `part` of `parts` of split `split` (parts = 1: the whole split). A trailing
+// part may be empty; the zero-start pass then passes its input on unchanged (zero state, zero dt sum).
+struct ChunkRange {
+  int64_t begin, end;
+};
+__host__ __device__ inline ChunkRange split_part_chunks(const SelectiveScanParams& p, const ScanLayout& l,
+                                                        int64_t split, int64_t part, int64_t parts) {
+  const int64_t split_begin = split * l.chunks_per_split;
+  const int64_t split_end = split_begin + l.chunks_per_split < p.n_chunks ? split_begin + l.chunks_per_split
+                                                                          : p.n_chunks;
+  const int64_t per_part = (l.chunks_per_split + parts - 1) / parts;
+  const int64_t begin = split_begin + part * per_part < split_end ? split_begin + part * per_part : split_end;
+  return {begin, begin + per_part < split_end ? begin + per_part : split_end};
 }
 
 // The block's place, computed once: batch b, group g, first global channel dbase, real channels nvalid.
