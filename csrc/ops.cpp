@@ -15,7 +15,7 @@ TORCH_LIBRARY(mamba_ext, m) {
   m.def(
       "selective_scan_fwd(Tensor u, Tensor delta, Tensor A, Tensor B, Tensor C, Tensor? D, Tensor? z, "
       "Tensor? delta_bias, bool delta_softplus, Tensor? initial_state, Tensor? seq_idx, int chunk_size, "
-      "Tensor? cu_seqlens=None) -> (Tensor out, Tensor last_state, Tensor chunk_states)");
+      "Tensor? cu_seqlens=None, bool save_states=True) -> (Tensor out, Tensor last_state, Tensor chunk_states)");
   m.def(
       "selective_scan_bwd(Tensor dout, Tensor? dlast_state, Tensor u, Tensor delta, Tensor A, Tensor B, "
       "Tensor C, Tensor? D, Tensor? z, Tensor? delta_bias, bool delta_softplus, Tensor? initial_state, "
@@ -62,10 +62,11 @@ std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at:
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens,
+    bool save_states) {
   static auto op = find_op<decltype(selective_scan_fwd)>("mamba_ext::selective_scan_fwd");
   return op.call(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, seq_idx, chunk_size,
-                 cu_seqlens);
+                 cu_seqlens, save_states);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -33,12 +33,14 @@ std::tuple<at::Tensor, at::Tensor> selective_scan(const at::Tensor& u, const at:
                                                   const OptTensor& cu_seqlens = {});
 
 // Internal forward: also returns chunk_states (batch, dim, ceil(seqlen / chunk_size), N), the state
-// entering each chunk, which the backward recomputes from. With cu_seqlens (per-sequence states) seq_idx
+// entering each chunk, which the backward recomputes from; with save_states = false (no backward to come)
+// it is neither written nor allocated, (batch, dim, 0, N). With cu_seqlens (per-sequence states) seq_idx
 // must be the ids derived from it, as selective_scan passes them.
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens = {});
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens = {},
+    bool save_states = true);
 
 // Internal backward. Returns (du, ddelta, dA, dB, dC, dD, dz, ddelta_bias, dinitial_state); dz is empty
 // when z is absent. dlast_state is the incoming gradient of last_state (absent: zero). With cu_seqlens,

@@ -38,6 +38,24 @@ def test_opcheck_internal_ops(case, device):
     torch.library.opcheck(OP.selective_scan_bwd.default, bwd_args)
 
 
+@pytest.mark.parametrize("bc", ["constant", "variable"])
+def test_internal_forward_without_saved_states(bc, device):
+    """save_states=False (the forward under no_grad) gives the same outputs and an empty chunk_states."""
+    case = ScanCase(bc=bc, seqlen=300)
+    kw = make_inputs(case, torch.float32, device)
+    chunk = 32 if device == "cuda" else 128
+    out, last, states = OP.selective_scan_fwd(*op_args(kw), None, chunk)
+    out_ns, last_ns, states_ns = OP.selective_scan_fwd(*op_args(kw), None, chunk, None, False)
+    assert torch.equal(out, out_ns) and torch.equal(last, last_ns)
+    assert states.shape == (case.batch, case.dim, -(-case.seqlen // chunk), case.dstate)
+    assert states_ns.shape == (case.batch, case.dim, 0, case.dstate)
+    torch.library.opcheck(OP.selective_scan_fwd.default, op_args(kw) + (None, chunk, None, False))
+    # The public op stores none either when no graph is recorded, and returns the same values.
+    with torch.no_grad():
+        out_pub, last_pub = OP.selective_scan(*op_args(kw))
+    assert torch.equal(out_pub, out) and torch.equal(last_pub, last)
+
+
 @pytest.mark.parametrize("case", [ScanCase(bc="grouped", seqlen=150),
                                   ScanCase(bc="constant", has_z=False, has_D=False, has_initial_state=False,
                                            delta_softplus=False, has_delta_bias=False, seqlen=40)], ids=ScanCase.id)

@@ -105,7 +105,8 @@ class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunc
   }
 };
 
-// Below autograd (inference mode, no_grad, or tensors that need no grad): the forward alone.
+// Below autograd (inference mode, no_grad, or tensors that need no grad): the forward alone, which stores no
+// chunk states (as large as a 16-bit input for N = 16).
 std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor& u, const at::Tensor& delta,
                                                                const at::Tensor& A, const at::Tensor& B,
                                                                const at::Tensor& C, const OptTensor& D,
@@ -116,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_forward_only(const at::Tensor&
   const OptTensor ids = checked_seq_idx(u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
   auto [out, last_state, chunk_states] =
       selective_scan_fwd(u, delta, A, B, C, D, z, delta_bias, delta_softplus, initial_state, ids,
-                         selective_scan_chunk_size(u.device().type()), cu_seqlens);
+                         selective_scan_chunk_size(u.device().type()), cu_seqlens, /*save_states=*/false);
   return {out, last_state};
 }
 

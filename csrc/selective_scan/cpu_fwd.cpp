@@ -166,8 +166,9 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
   const int64_t N = p.dstate, t0 = k.t0, len = k.len;
   acc_t* h = s.states + k.off;
   cpu::split_at_sequence_starts(p, b, t0, len, pieces);
-  auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr);
-  store_lanes(h, k.count, N, chunk_states + ((b * p.dim + k.d0) * p.n_chunks + k.c) * N, p.n_chunks * N);
+  if (auto* chunk_states = static_cast<acc_t*>(p.chunk_states_ptr)) {
+    store_lanes(h, k.count, N, chunk_states + ((b * p.dim + k.d0) * p.n_chunks + k.c) * N, p.n_chunks * N);
+  }
   // Rows are visited a few chunks at a time with the task's other channels in between, which the hardware
   // prefetcher cannot follow. While this chunk computes, ask for what comes next, a row at a time: its z
   // (read after the scan), its output (written then), and the next rows' u and delta. A/B (v8): forward -8%
@@ -277,7 +278,8 @@ void forward_kernel(const SelectiveScanParams& p) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cpu(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens,
+    bool save_states) {
   const char* op = "selective_scan_fwd";
   const ScanInputs in =
       check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
@@ -294,12 +296,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cpu(
   if (p.per_sequence_states) {
     if (in.initial_state) last_state.copy_(*in.initial_state); else last_state.zero_();
   }
-  at::Tensor chunk_states = at::empty({p.batch, p.dim, p.n_chunks, p.dstate}, state_opts);
+  at::Tensor chunk_states = at::empty({p.batch, p.dim, save_states ? p.n_chunks : 0, p.dstate}, state_opts);
   p.out_batch_stride = out.stride(0);
   p.out_dim_stride = out.stride(1);
   p.out_ptr = out.data_ptr();
   p.last_state_ptr = last_state.data_ptr();
-  p.chunk_states_ptr = chunk_states.data_ptr();
+  p.chunk_states_ptr = save_states ? chunk_states.data_ptr() : nullptr;  // null: not stored
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, u.scalar_type(), "selective_scan_fwd_cpu", [&] {
     using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
     forward_kernel<scalar_t, acc_t>(p);

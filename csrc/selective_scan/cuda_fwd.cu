@@ -16,7 +16,8 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool delta_softplus,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens,
+    bool save_states) {
   const char* op = "selective_scan_fwd";
   cuda::check_packed_sequences(op, seq_idx, cu_seqlens);
   cuda::check_cuda_inputs(op, u, chunk_size);
@@ -26,7 +27,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   const auto f32 = u.options().dtype(at::kFloat);
   at::Tensor out = at::empty({p.batch, p.dim, p.seqlen}, u.options());
   at::Tensor last_state = at::empty({p.state_rows, p.dim, p.dstate}, f32);
-  at::Tensor chunk_states = at::empty({p.batch, p.dim, p.n_chunks, p.dstate}, f32);
+  at::Tensor chunk_states = at::empty({p.batch, p.dim, save_states ? p.n_chunks : 0, p.dstate}, f32);
   // Per-sequence states: the kernel stores the rows of non-empty sequences; an empty one keeps its initial
   // state. Without tokens every row is its initial state.
   if (p.per_sequence_states || p.batch == 0 || p.dim == 0 || p.seqlen == 0) {
@@ -37,7 +38,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_cuda(
   p.out_dim_stride = out.stride(1);
   p.out_ptr = out.data_ptr();
   p.last_state_ptr = last_state.data_ptr();
-  p.chunk_states_ptr = chunk_states.data_ptr();
+  p.chunk_states_ptr = save_states ? chunk_states.data_ptr() : nullptr;  // null: not stored
 
   // Splits only to fill the GPU (a split costs a second pass of exps); kFwdMinBlocks blocks fit per SM.
   cuda::ScanLayout layout = cuda::device_layout(p, cuda::kFwdMinBlocks, 0.0, u.element_size());

@@ -113,7 +113,7 @@ fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
     const int64_t t0 = chunk * kTile;
     const int len = tile_len(p.seqlen, t0);
     const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
-    if (!kLocal && s.valid) {
+    if (!kLocal && s.valid && p.chunk_states_ptr) {  // null when no backward follows
       float* dst = static_cast<float*>(p.chunk_states_ptr) + (row * p.n_chunks + chunk) * N;
 #pragma unroll
       for (int k = 0; k < K; ++k) {

@@ -11,7 +11,8 @@ namespace {
 std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_meta(
     const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B, const at::Tensor& C,
     const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias, bool /*delta_softplus*/,
-    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens) {
+    const OptTensor& initial_state, const OptTensor& seq_idx, int64_t chunk_size, const OptTensor& cu_seqlens,
+    bool save_states) {
   const char* op = "selective_scan_fwd";
   const ScanInputs in =
       check_scan_inputs(op, u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, cu_seqlens);
@@ -19,7 +20,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> selective_scan_fwd_meta(
   const auto state_opts = u.options().dtype(in.state_dtype);
   return {at::empty_symint({in.batch, in.dim, in.seqlen}, u.options()),
           at::empty_symint({in.state_rows, in.dim, in.dstate}, state_opts),
-          at::empty_symint({in.batch, in.dim, n_chunks, in.dstate}, state_opts)};
+          at::empty_symint({in.batch, in.dim, save_states ? n_chunks : c10::SymInt(0), in.dstate}, state_opts)};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor,

@@ -46,7 +46,7 @@ struct SelectiveScanParams {
   // Forward outputs.
   void* out_ptr = nullptr;
   void* last_state_ptr = nullptr;
-  void* chunk_states_ptr = nullptr;  // written by the forward, read by the backward
+  void* chunk_states_ptr = nullptr;  // written by the forward (null: not kept), read by the backward
 
   // Backward inputs and outputs. du, ddelta, dz are (batch, dim, seqlen) contiguous in the input dtype;
   // dA, dD, ddelta_bias, dinitial_state in the state dtype; dB/dC as documented by each backend.
