@@ -1,8 +1,9 @@
 // Time splits of the CUDA backward (bwd_kernel.cuh): the zero-start adjoint pass and the chain that
 // connects the splits. The adjoint obeys g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}, linear in what flows in
 // from the right, so each split but the first is first run from a zero adjoint (bwd_local_kernel, which
-// needs no states and so no recompute), bwd_combine_kernel chains the splits from the end (a split's total
-// decay is exp(A * sum dt)), and the full backward starts each split from the adjoint leaving the next one.
+// needs no states and so no recompute), in as many consecutive parts as fill the GPU (set_local_parts),
+// bwd_combine_kernel chains the parts from the end (a part's total decay is exp(A * sum dt)), and the full
+// backward starts each split from the adjoint leaving the next one.
 // Grid as the backward; z = (split - 1) * local_parts + part.
 //
 // Per-sequence states (kSeqStates, see bwd_kernel.cuh): the gradient of a sequence's last state enters at

@@ -8,9 +8,11 @@
 // the tile, one exp2 per state and step, and the P lanes of a channel sum C*h with shuffles, four steps at
 // a time, (3) gate and store the output, coalesced along time.
 // With one split the kernel runs once. With S > 1 splits (few rows, long sequences) a first pass runs each
-// split from a zero state (kLocal: no output, only its end state and sum of dt), fwd_combine_kernel chains
-// them (a split's total decay is exp(A * sum dt)), and the full pass starts each split from its true state.
-// The last split passes nothing on, so the zero-start pass skips it.
+// split from a zero state (kLocal: no output, only its end state and sum of dt), cut into as many
+// consecutive parts as fill the GPU (set_local_parts), fwd_combine_kernel chains the parts (a part's total
+// decay is exp(A * sum dt)), and the full pass starts each split from its true state. The last split passes
+// nothing on, so the zero-start pass skips it. Without a backward to come (chunk_states_ptr null) the full
+// pass stores no chunk states.
 // Packed rows (seq_idx): the decay of a step that starts a sequence is zero (stage_sequence_cuts), and a
 // split containing such a step passes nothing on to the next one. Per-sequence states (cu_seqlens) run the
 // kSeqStates variant: a step that starts a sequence first loads its initial state, a step that ends one
