@@ -105,9 +105,10 @@ constexpr int local_min_blocks(int input_bytes, int K, bool seq_states) {
   return (K != 4 || seq_states) ? 4 : (input_bytes == 2 ? 8 : 6);
 }
 
-// Parts per split of the zero-start pass: a split's S - 1 zero-start blocks per row block leave most slots of
-// the GPU idle (e.g. (1, 1536, 131072) backward: 288 blocks, 2.2 per SM), so each split is cut into
-// consecutive parts, chained like splits, as many as fill the slots of the pass's occupancy in one wave.
+// Parts per split of the zero-start pass: its S - 1 blocks per row block leave most slots of the GPU idle
+// (e.g. (1, 1536, 131072) backward on an H100: 7 x 48 = 336 blocks, 2.5 per SM, where 8 fit), so each split
+// is cut into consecutive parts, chained like splits, as many as fill the pass's slots in one wave (there:
+// 3 parts, 1008 blocks; that backward's split pass went from 1.89 to 1.24 ms, seventh session).
 inline void set_local_parts(ScanLayout& l, const SelectiveScanParams& p, int num_sms, int input_bytes) {
   l.local_parts = 1;
   if (l.n_splits <= 1) return;
