@@ -38,6 +38,17 @@ def test_opcheck_internal_ops(case, device):
     torch.library.opcheck(OP.selective_scan_bwd.default, bwd_args)
 
 
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_forward_mode_ad_is_refused(with_grad, device):
+    """Dual tensors raise (there is no forward-mode formula) instead of giving outputs without tangents."""
+    import torch.autograd.forward_ad as fwAD
+    kw = make_inputs(ScanCase(seqlen=9), torch.float32, device, requires_grad=with_grad)
+    with fwAD.dual_level():
+        kw["u"] = fwAD.make_dual(kw["u"], torch.randn_like(kw["u"]))
+        with pytest.raises(RuntimeError, match="mamba_ext.selective_scan: forward-mode AD"):
+            OP.selective_scan(*op_args(kw))
+
+
 @pytest.mark.parametrize("bc", ["constant", "variable"])
 def test_internal_forward_without_saved_states(bc, device):
     """save_states=False (the forward under no_grad) gives the same outputs and an empty chunk_states."""

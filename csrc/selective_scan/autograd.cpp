@@ -10,6 +10,7 @@
 #include <torch/csrc/autograd/autograd_not_implemented_fallback.h>
 #include <torch/library.h>
 
+#include "common/checks.h"
 #include "common/cu_seqlens.h"
 #include "ops.h"
 #include "selective_scan/cpu_rows.h"
@@ -49,6 +50,18 @@ bool needs_grad(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& 
   const auto opt = [](const OptTensor& t) { return t && t->requires_grad(); };
   return u.requires_grad() || delta.requires_grad() || A.requires_grad() || B.requires_grad() ||
          C.requires_grad() || opt(D) || opt(z) || opt(delta_bias) || opt(initial_state);
+}
+
+// Forward-mode AD has no formula here: refuse dual tensors instead of returning outputs without tangents.
+void check_no_tangents(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+                       const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+                       const OptTensor& initial_state) {
+  const auto tangent = [](const at::Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); };
+  const auto opt = [&](const OptTensor& t) { return t && tangent(*t); };
+  const bool any = tangent(u) || tangent(delta) || tangent(A) || tangent(B) || tangent(C) || opt(D) || opt(z) ||
+                   opt(delta_bias) || opt(initial_state);
+  MAMBA_CHECK(!any, "selective_scan",
+              "forward-mode AD (dual tensors) is not supported; use reverse mode (backward / autograd.grad)");
 }
 
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
@@ -127,6 +140,7 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, 
                                                            const OptTensor& delta_bias, bool delta_softplus,
                                                            const OptTensor& initial_state, const OptTensor& seq_idx,
                                                            const OptTensor& cu_seqlens) {
+  check_no_tangents(u, delta, A, B, C, D, z, delta_bias, initial_state);
   if (!needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state)) {
     // No graph to record (no_grad, or no input requires grad): the forward alone, without the Function's
     // node, saved tensors and output wrapping, and without the internal op's autograd fallback.
