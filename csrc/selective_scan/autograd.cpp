@@ -43,25 +43,14 @@ OptTensor checked_seq_idx(const at::Tensor& u, const at::Tensor& delta, const at
   return cu_seqlens ? OptTensor(seq_idx_from_cu_seqlens(*cu_seqlens, in.seqlen)) : seq_idx;
 }
 
-bool needs_grad(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
-                const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                const OptTensor& initial_state) {
-  if (!torch::autograd::GradMode::is_enabled()) return false;
-  const auto opt = [](const OptTensor& t) { return t && t->requires_grad(); };
-  return u.requires_grad() || delta.requires_grad() || A.requires_grad() || B.requires_grad() ||
-         C.requires_grad() || opt(D) || opt(z) || opt(delta_bias) || opt(initial_state);
-}
-
-// Forward-mode AD has no formula here: refuse dual tensors instead of returning outputs without tangents.
-void check_no_tangents(const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
-                       const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
-                       const OptTensor& initial_state) {
-  const auto tangent = [](const at::Tensor& t) { return t.defined() && t._fw_grad(/*level=*/0).defined(); };
-  const auto opt = [&](const OptTensor& t) { return t && tangent(*t); };
-  const bool any = tangent(u) || tangent(delta) || tangent(A) || tangent(B) || tangent(C) || opt(D) || opt(z) ||
-                   opt(delta_bias) || opt(initial_state);
-  MAMBA_CHECK(!any, "selective_scan",
-              "forward-mode AD (dual tensors) is not supported; use reverse mode (backward / autograd.grad)");
+// True when pred holds for any tensor input of the op (absent optional inputs excluded).
+template <typename Pred>
+bool any_input(Pred pred, const at::Tensor& u, const at::Tensor& delta, const at::Tensor& A, const at::Tensor& B,
+               const at::Tensor& C, const OptTensor& D, const OptTensor& z, const OptTensor& delta_bias,
+               const OptTensor& initial_state) {
+  const auto opt = [&](const OptTensor& t) { return t && pred(*t); };
+  return pred(u) || pred(delta) || pred(A) || pred(B) || pred(C) || opt(D) || opt(z) || opt(delta_bias) ||
+         opt(initial_state);
 }
 
 class SelectiveScanFunction : public torch::autograd::Function<SelectiveScanFunction> {
@@ -140,8 +129,13 @@ std::tuple<at::Tensor, at::Tensor> selective_scan_autograd(const at::Tensor& u, 
                                                            const OptTensor& delta_bias, bool delta_softplus,
                                                            const OptTensor& initial_state, const OptTensor& seq_idx,
                                                            const OptTensor& cu_seqlens) {
-  check_no_tangents(u, delta, A, B, C, D, z, delta_bias, initial_state);
-  if (!needs_grad(u, delta, A, B, C, D, z, delta_bias, initial_state)) {
+  // Forward-mode AD has no formula here: refuse dual tensors instead of returning outputs without tangents.
+  const auto has_tangent = [](const at::Tensor& t) { return t._fw_grad(/*level=*/0).defined(); };
+  MAMBA_CHECK(!any_input(has_tangent, u, delta, A, B, C, D, z, delta_bias, initial_state), "selective_scan",
+              "forward-mode AD (dual tensors) is not supported; use reverse mode (backward / autograd.grad)");
+  const auto requires_grad = [](const at::Tensor& t) { return t.requires_grad(); };
+  if (!torch::autograd::GradMode::is_enabled() ||
+      !any_input(requires_grad, u, delta, A, B, C, D, z, delta_bias, initial_state)) {
     // No graph to record (no_grad, or no input requires grad): the forward alone, without the Function's
     // node, saved tensors and output wrapping, and without the internal op's autograd fallback.
     const at::AutoDispatchBelowADInplaceOrView below_autograd;
