@@ -69,8 +69,9 @@ inline at::Tensor float_workspace(const at::TensorOptions& f32,
 // arguments).
 inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm, double split_cost,
                                 int64_t input_bytes) {
-  ScanLayout l = make_layout(p, sm_count(), blocks_per_sm, split_cost);
-  set_local_parts(l, p, sm_count(), int(input_bytes));
+  const int sms = sm_count();
+  ScanLayout l = make_layout(p, sms, blocks_per_sm, split_cost);
+  set_local_parts(l, p, sms, int(input_bytes));
   return l;
 }
 
