@@ -3,8 +3,10 @@ the pure-PyTorch reference and SDPA flash attention, plus the seqlen sweep of th
 
 Shapes are (batch, dim, seqlen), N = 16, B/C input-dependent (batch, 1, N, seqlen), with z, D, delta_bias
 and softplus. Times are medians of CUDA-event timings after warm-up, on random inputs, rotating input sets
-so that their total exceeds L2. The floor is max((N + 4) * elements / exp2 rate, bytes / copy bandwidth),
-both ceilings measured in the same run (gpu_ceilings.py beside this file).
+so that their total exceeds L2: waiting for the GPU after each call (the host's time to the first launch
+included), issued back to back (b2b: the host runs ahead), and replayed from a CUDA graph. The floor is
+max((N + 4) * elements / exp2 rate, bytes / copy bandwidth), both ceilings measured in the same run
+(gpu_ceilings.py beside this file).
 
 Usage: python benchmarks/bench_scan_cuda.py [--out DIR] [--no-sweep]
        python benchmarks/bench_scan_cuda.py --plot DIR/bench_scan_cuda.json   (redraw the figure only)
@@ -67,6 +69,23 @@ def bench(fn, sets, warmup=3, reps=15):
     return statistics.median(times)
 
 
+def bench_streamed(fn, sets, warmup=3, reps=15):
+    """Median milliseconds of fn(set) between CUDA events, the calls issued back to back without waiting for
+    the GPU in between (as triton's do_bench): the host runs ahead, so a call's time is the GPU's unless the
+    host cannot keep up with it. bench() waits after every call, so each of its calls also holds the host's
+    time to the first launch, during which the GPU idles."""
+    for i in range(warmup):
+        fn(sets[i % len(sets)])
+    torch.cuda.synchronize()
+    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
+    for i, (start, end) in enumerate(events):
+        start.record()
+        fn(sets[i % len(sets)])
+        end.record()
+    torch.cuda.synchronize()
+    return statistics.median(start.elapsed_time(end) for start, end in events)
+
+
 def scan(t):
     """The op's outputs as a tuple: (out,), or (out, last_state) for per-sequence states (cu_seqlens)."""
     import mamba_ext
@@ -92,12 +111,14 @@ def fwd_bwd(t):
     torch.autograd.grad(outs, inputs, (t["dout"], t.get("dlast"))[:len(outs)])
 
 
-def time_ours(batch, dim, seqlen, dtype):
+def time_ours(batch, dim, seqlen, dtype, streamed=False):
+    """Forward and forward+backward ms by bench(), or by bench_streamed() when streamed."""
+    timer = bench_streamed if streamed else bench
     sets = input_sets(batch, dim, seqlen, dtype, False)
-    f = bench(fwd, sets)
+    f = timer(fwd, sets)
     del sets
     sets = input_sets(batch, dim, seqlen, dtype, True)
-    fb = bench(fwd_bwd, sets, warmup=2, reps=9)
+    fb = timer(fwd_bwd, sets, warmup=2, reps=9)
     del sets
     torch.cuda.empty_cache()
     return f, fb
@@ -235,14 +256,16 @@ def main(argv=None):
         for dtype, name in ((torch.bfloat16, "bf16"), (torch.float32, "fp32")):
             row[f"{name}_fwd_ms"], row[f"{name}_fwdbwd_ms"] = time_ours(*shape, dtype)
             row[f"{name}_floor_ms"] = floor_ms(*shape, dtype, ceil)
+        row["bf16_streamed_fwd_ms"], row["bf16_streamed_fwdbwd_ms"] = time_ours(*shape, torch.bfloat16, True)
         row["bf16_graph_fwd_ms"], row["bf16_graph_fwdbwd_ms"] = time_graph(*shape)
         row["mamba_ssm_fwd_ms"], row["mamba_ssm_fwdbwd_ms"] = MAMBA_SSM[shape]
         row["sdpa_flash_ms"] = time_sdpa(*shape)
         results["shapes"].append(row)
         print(f"  {shape}: bf16 fwd {row['bf16_fwd_ms']:.3f} fwd+bwd {row['bf16_fwdbwd_ms']:.3f} (CUDA graph "
               f"{row['bf16_graph_fwd_ms']:.3f} / {row['bf16_graph_fwdbwd_ms']:.3f}), fp32 fwd "
-              f"{row['fp32_fwd_ms']:.3f} fwd+bwd {row['fp32_fwdbwd_ms']:.3f}, floor {row['bf16_floor_ms']:.3f}, "
-              f"sdpa {row['sdpa_flash_ms']:.3f} ms", flush=True)
+              f"{row['fp32_fwd_ms']:.3f} fwd+bwd {row['fp32_fwdbwd_ms']:.3f}, back to back "
+              f"{row['bf16_streamed_fwd_ms']:.3f} / {row['bf16_streamed_fwdbwd_ms']:.3f}, floor "
+              f"{row['bf16_floor_ms']:.3f}, sdpa {row['sdpa_flash_ms']:.3f} ms", flush=True)
         json.dump(results, open(os.path.join(args.out, "bench_scan_cuda.json"), "w"), indent=1)
     results["packed"] = time_packed()
     packed = results["packed"]
@@ -270,17 +293,20 @@ def main(argv=None):
 
 def print_table(results):
     print(f"\nselective scan, CUDA, {results['device']}, {results['date']}, torch {results['torch']}; "
-          "N=16, B/C (batch,1,N,L), z, D, delta_bias, softplus; ms, median of CUDA events; graph: the same calls "
-          "replayed from a CUDA graph (GPU time without the host's)")
+          "N=16, B/C (batch,1,N,L), z, D, delta_bias, softplus; ms, median of CUDA events, waiting for the GPU "
+          "after each call; b2b: the same calls issued back to back (the host runs ahead, as in do_bench); graph: "
+          "the same calls replayed from a CUDA graph (GPU time without the host's)")
     hdr = (f"{'(batch,dim,seqlen)':20s} {'bf16 fwd':>9s} {'fwd+bwd':>8s} {'floor':>6s} {'floor/fwd':>9s} "
-           f"{'graph fwd':>9s} {'fwd+bwd':>8s} {'mamba_ssm':>13s} {'speedup':>11s} {'fp32 fwd':>9s} {'fwd+bwd':>8s} "
-           f"{'SDPA':>8s} {'SDPA/ours':>9s}")
+           f"{'b2b fwd':>8s} {'fwd+bwd':>8s} {'graph fwd':>9s} {'fwd+bwd':>8s} {'mamba_ssm':>13s} {'speedup':>11s} "
+           f"{'fp32 fwd':>9s} {'fwd+bwd':>8s} {'SDPA':>8s} {'SDPA/ours':>9s}")
     print(hdr)
+    nan = float("nan")
     for r in results["shapes"]:
         ms_f, ms_fb = r["mamba_ssm_fwd_ms"], r["mamba_ssm_fwdbwd_ms"]
         print(f"{str(tuple(r['shape'])):20s} {r['bf16_fwd_ms']:9.3f} {r['bf16_fwdbwd_ms']:8.3f} "
               f"{r['bf16_floor_ms']:6.3f} {r['bf16_floor_ms'] / r['bf16_fwd_ms']:9.2f} "
-              f"{r.get('bf16_graph_fwd_ms', float('nan')):9.3f} {r.get('bf16_graph_fwdbwd_ms', float('nan')):8.3f} "
+              f"{r.get('bf16_streamed_fwd_ms', nan):8.3f} {r.get('bf16_streamed_fwdbwd_ms', nan):8.3f} "
+              f"{r.get('bf16_graph_fwd_ms', nan):9.3f} {r.get('bf16_graph_fwdbwd_ms', nan):8.3f} "
               f"{ms_f:6.3f}/{ms_fb:6.2f} {ms_f / r['bf16_fwd_ms']:5.2f}/{ms_fb / r['bf16_fwdbwd_ms']:5.2f} "
               f"{r['fp32_fwd_ms']:9.3f} {r['fp32_fwdbwd_ms']:8.3f} {r['sdpa_flash_ms']:8.3f} "
               f"{r['sdpa_flash_ms'] / r['bf16_fwd_ms']:9.2f}")
