@@ -1,8 +1,8 @@
 """Small forward + backward runs of the CUDA selective scan for compute-sanitizer (memcheck, racecheck).
 
-Covers one split and several splits (the zero-start passes in one part per split and in several), padded
-tiles, grouped, constant B/C, N = 256, packed rows (seq_idx) and packed sequences with per-sequence states
-(cu_seqlens: initial states, last states and their gradients).
+Covers one split and several splits (the zero-start passes in one part per split and in several, and cut
+short at packed sequence starts), padded tiles, grouped, constant B/C, N = 256, packed rows (seq_idx) and
+packed sequences with per-sequence states (cu_seqlens: initial states, last states and their gradients).
 """
 import torch
 
@@ -12,8 +12,9 @@ for batch, dim, seqlen, N, groups, var_BC, packed in [
         (1, 8, 70, 16, 1, True, False), (2, 64, 45, 16, 2, True, False), (1, 6, 40, 256, 1, True, False),
         (2, 8, 33, 7, 1, False, False), (200, 32, 40, 16, 1, True, False), (1, 8, 200, 16, 1, True, True),
         (1, 8, 200, 16, 1, True, "cu"), (1, 6, 90, 256, 1, True, "cu"),
-        # zero-start passes in several parts per split (on an H100: the forward's 2, the backward's 19)
-        (1, 4224, 256, 16, 1, True, False), (1, 64, 4096, 16, 1, True, True)]:
+        # zero-start passes in several parts per split (on an H100: the forward's 2, the backward's 19), and
+        # parts of several chunks cut short or skipped at packed sequence starts (packed_parts.cuh)
+        (1, 4224, 256, 16, 1, True, False), (1, 64, 4096, 16, 1, True, True), (1, 256, 8192, 16, 1, True, True)]:
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g).cuda()
     u, delta, z = r(batch, dim, seqlen), r(batch, dim, seqlen) - 1, r(batch, dim, seqlen)

@@ -3,7 +3,8 @@
 // from the right, so each split but the first is first run from a zero adjoint (bwd_local_kernel, which
 // needs no states and so no recompute), in as many consecutive parts as fill the GPU (set_local_parts),
 // bwd_combine_kernel chains the parts from the end (a part's total decay is exp(A * sum dt)), and the full
-// backward starts each split from the adjoint leaving the next one.
+// backward starts each split from the adjoint leaving the next one. In packed rows a part scans only up to
+// its first sequence start, and nothing when an earlier part of its split holds one (packed_parts.cuh).
 // Grid as the backward; z = (split - 1) * local_parts + part.
 //
 // Per-sequence states (kSeqStates, see bwd_kernel.cuh): the gradient of a sequence's last state enters at
@@ -12,6 +13,7 @@
 // Instantiations: 3 input dtypes x K in {4, 8} x kSeqStates = 12 of bwd_local_kernel, 2 of the combine kernel.
 #pragma once
 
+#include "selective_scan/packed_parts.cuh"
 #include "selective_scan/scan_common.cuh"
 
 namespace mamba_ext::cuda {
@@ -53,10 +55,13 @@ bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
 
   float dtsum = 0.f;
   bool cut = false;  // a sequence starts inside the split: no adjoint flows through it
-  const ChunkRange range = split_part_chunks(p, l, split, part, l.local_parts);
-  const int64_t chunk_begin = range.begin, chunk_end = range.end;
-  for (int64_t chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
-    const int64_t t0 = chunk * kTile;
+  // Packed rows: up to the part's first sequence start (packed_parts.cuh).
+  const ChunkRange all = split_part_chunks(p, l, split, part, l.local_parts);
+  const ChunkRange range = backward_part_chunks(p, l, s.b, split, all);
+  // 32-bit chunk indices (seqlen / kTile < 2^31): the bounds stay in registers at the 64-register cap.
+  const int chunk_begin = int(range.begin), chunk_end = int(range.end);
+  for (int chunk = chunk_end - 1; chunk >= chunk_begin; --chunk) {
+    const int64_t t0 = int64_t(chunk) * kTile;
     const int len = tile_len(p.seqlen, t0);
     const int n_ok = io_row ? seg_len(len, s.io_t) : 0;
     Pack8<input_t> delta_n, dout_n, z_n, C_n;

@@ -11,8 +11,9 @@
 // split from a zero state (kLocal: no output, only its end state and sum of dt), cut into as many
 // consecutive parts as fill the GPU (set_local_parts), fwd_combine_kernel chains the parts (a part's total
 // decay is exp(A * sum dt)), and the full pass starts each split from its true state. The last split passes
-// nothing on, so the zero-start pass skips it. Without a backward to come (chunk_states_ptr null) the full
-// pass stores no chunk states.
+// nothing on, so the zero-start pass skips it; in packed rows it also skips what a later sequence start
+// drops (packed_parts.cuh). Without a backward to come (chunk_states_ptr null) the full pass stores no chunk
+// states.
 // Packed rows (seq_idx): the decay of a step that starts a sequence is zero (stage_sequence_cuts), and a
 // split containing such a step passes nothing on to the next one. Per-sequence states (cu_seqlens) run the
 // kSeqStates variant: a step that starts a sequence first loads its initial state, a step that ends one
@@ -25,6 +26,7 @@
 #include <type_traits>
 
 #include "common/dynamic_smem.cuh"
+#include "selective_scan/packed_parts.cuh"
 #include "selective_scan/scan_common.cuh"
 
 namespace mamba_ext::cuda {
@@ -108,7 +110,8 @@ fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
 
   float dtsum = 0.f;
   bool cut = false;  // kLocal: a sequence starts inside the split
-  const ChunkRange range = split_part_chunks(p, l, split, part, kLocal ? l.local_parts : 1);
+  ChunkRange range = split_part_chunks(p, l, split, part, kLocal ? l.local_parts : 1);
+  if (kLocal) range = forward_part_chunks(p, l, s.b, split, range);  // packed rows: from the last start on
   const int64_t chunk_begin = range.begin, chunk_end = range.end;
   if (chunk_begin < chunk_end) prefetch(chunk_begin);
   for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
