@@ -124,21 +124,28 @@ bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
 
 // Adjoint leaving each split to the left: q_{S-1} = dlast_state, and q_{s-1} is q_s carried through split s's
 // parts from the last to the first, each adding its zero-start adjoint to q decayed by exp(A * sum dt).
+// A flat, unrolled walk over aliasing-free arrays, as fwd_combine_kernel.
 template <bool kSeqStates>
 __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t N = p.dstate;
   if (i >= p.batch * p.dim * N) return;
-  const int64_t row = i / N, n = i % N, d = row % p.dim;
+  const int64_t row = i / N, n = i % N, d = row % p.dim, parts = l.local_parts;
+  const float* __restrict__ dtsums = w.split_dtsum + row * l.n_splits * parts;  // (split, part) of this row
+  const float* __restrict__ locals = w.split_local + row * l.n_splits * parts * N + n;
+  float* __restrict__ split_in = w.split_in + row * l.n_splits * N + n;
   const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
   // Per-sequence states: the last split's full pass adds the last sequence's gradient at its last step.
   float q = p.dlast_state_ptr && !kSeqStates ? static_cast<const float*>(p.dlast_state_ptr)[i] : 0.f;
-  for (int64_t s = l.n_splits - 1; s >= 0; --s) {
-    w.split_in[(row * l.n_splits + s) * N + n] = q;
-    if (s == 0) break;
-    for (int64_t part = l.local_parts - 1; part >= 0; --part) {
-      const int64_t at = (row * l.n_splits + s) * l.local_parts + part;
-      q = w.split_local[at * N + n] + split_decay(A2, w.split_dtsum[at]) * q;
+  int64_t split = l.n_splits - 1;
+  split_in[split * N] = q;
+  int64_t part = parts;
+#pragma unroll 8
+  for (int64_t at = l.n_splits * parts - 1; at >= parts; --at) {  // splits S-1 .. 1; the first has no pass
+    q = locals[at * N] + split_decay(A2, dtsums[at]) * q;
+    if (--part == 0) {  // split `split` done: q leaves it to the left
+      part = parts;
+      split_in[--split * N] = q;
     }
   }
 }

@@ -249,22 +249,29 @@ fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
 
 // Chains the splits: the state entering split s is the state entering split s-1 carried through that split's
 // parts in order, each decaying it by exp(A * sum dt) of the part and adding the part's zero-start end state.
-// One thread per (batch, channel, state).
+// One thread per (batch, channel, state). The parts of all splits are walked as one flat run, so that with
+// the arrays declared free of aliasing, the unrolled loop issues several parts' loads at once (one after the
+// other, each waiting on the last, 20 parts took 11 us at (1, 1536, 131072)).
 template <bool kSeqStates>
 __global__ void fwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
   const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;
   const int64_t N = p.dstate;
   if (i >= p.batch * p.dim * N) return;
-  const int64_t row = i / N, n = i % N, d = row % p.dim;
+  const int64_t row = i / N, n = i % N, d = row % p.dim, parts = l.local_parts;
+  const float* __restrict__ dtsums = w.split_dtsum + row * l.n_splits * parts;  // (split, part) of this row
+  const float* __restrict__ locals = w.split_local + row * l.n_splits * parts * N + n;
+  float* __restrict__ split_in = w.split_in + row * l.n_splits * N + n;
   const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
   // Per-sequence states: the first split starts a sequence at token 0, so nothing flows in.
   float h = p.initial_state_ptr && !kSeqStates ? static_cast<const float*>(p.initial_state_ptr)[i] : 0.f;
-  for (int64_t s = 0; s < l.n_splits; ++s) {
-    w.split_in[(row * l.n_splits + s) * N + n] = h;
-    if (s + 1 == l.n_splits) break;
-    for (int64_t part = 0; part < l.local_parts; ++part) {
-      const int64_t at = (row * l.n_splits + s) * l.local_parts + part;
-      h = split_decay(A2, w.split_dtsum[at]) * h + w.split_local[at * N + n];
+  split_in[0] = h;
+  int64_t part = 0, split = 0;
+#pragma unroll 8
+  for (int64_t at = 0; at < (l.n_splits - 1) * parts; ++at) {  // the last split passes nothing on
+    h = split_decay(A2, dtsums[at]) * h + locals[at * N];
+    if (++part == parts) {  // split `split` done: h enters the next one
+      part = 0;
+      split_in[++split * N] = h;
     }
   }
 }

@@ -6,10 +6,10 @@
 //   same split holds a start, that start drops whatever this part passes on, so it scans nothing;
 // - backward (right to left): a part's adjoint at its first step depends only on its steps up to its first
 //   start. If an earlier part of the split holds a start, this part scans nothing.
-// The result is bitwise the same as scanning every step. A part that scans nothing passes on a zero state
-// with a zero dt sum (decay 1), and the chain then meets the start's part, whose decay is 0 (a cut), so it
-// overwrites what came before. A part cut short still holds its start, so its tile sets the state exactly
-// as it did before.
+// The result is bitwise the same as scanning every step (for finite states). A part that scans nothing
+// passes on a zero state with a zero dt sum (decay 1), and the chain then meets the start's part, whose
+// decay is 0 (a cut), so that part's result replaces what came before. A part cut short still holds its
+// start, so its tile sets the state exactly as before (checked: scripts/gpu_ab_bitwise.sh, eighth session).
 // On packed rows with sequences about as long as a split, the backward's split pass shrinks to a tile per
 // split, and the forward's to the last sequence of each split.
 #pragma once
