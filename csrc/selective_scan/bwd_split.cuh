@@ -117,9 +117,9 @@ bwd_local_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
 #pragma unroll
   for (int k = 0; k < K; ++k) {
     const int n = s.p * K + k;
-    if (n < N) w.split_local[((row * l.n_splits + split) * l.local_parts + part) * N + n] = g[k];
+    if (n < N) w.split_local[split_part_slot(l, row, split, part) * N + n] = g[k];
   }
-  if (s.p == 0) w.split_dtsum[(row * l.n_splits + split) * l.local_parts + part] = split_dtsum_or_cut(dtsum, cut);
+  if (s.p == 0) w.split_dtsum[split_part_slot(l, row, split, part)] = split_dtsum_or_cut(dtsum, cut);
 }
 
 // Adjoint leaving each split to the left: q_{S-1} = dlast_state, and q_{s-1} is q_s carried through split s's
@@ -131,8 +131,8 @@ __global__ void bwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
   const int64_t N = p.dstate;
   if (i >= p.batch * p.dim * N) return;
   const int64_t row = i / N, n = i % N, d = row % p.dim, parts = l.local_parts;
-  const float* __restrict__ dtsums = w.split_dtsum + row * l.n_splits * parts;  // (split, part) of this row
-  const float* __restrict__ locals = w.split_local + row * l.n_splits * parts * N + n;
+  const float* __restrict__ dtsums = w.split_dtsum + split_part_slot(l, row, 0, 0);  // (split, part) of this row
+  const float* __restrict__ locals = w.split_local + split_part_slot(l, row, 0, 0) * N + n;
   float* __restrict__ split_in = w.split_in + row * l.n_splits * N + n;
   const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
   // Per-sequence states: the last split's full pass adds the last sequence's gradient at its last step.

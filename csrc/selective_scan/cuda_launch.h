@@ -65,7 +65,7 @@ inline at::Tensor float_workspace(const at::TensorOptions& f32,
   return buffer;
 }
 
-// Launch layout on the current device (make_layout and set_local_parts in scan_common.cuh explain the
+// Launch layout on the current device (make_layout and set_local_parts in scan_layout.cuh explain the
 // arguments).
 inline ScanLayout device_layout(const SelectiveScanParams& p, int blocks_per_sm, double split_cost,
                                 int64_t input_bytes) {

@@ -237,14 +237,12 @@ fwd_kernel(SelectiveScanParams p, ScanLayout l, ScanWork w) {
     const int n = s.p * K + k;
     if (n >= N) continue;
     if (kLocal) {
-      w.split_local[((row * l.n_splits + split) * l.local_parts + part) * N + n] = h[k];
+      w.split_local[split_part_slot(l, row, split, part) * N + n] = h[k];
     } else if (split == l.n_splits - 1 && !kSeqStates) {  // kSeqStates: stored where each sequence ends
       static_cast<float*>(p.last_state_ptr)[row * N + n] = h[k];
     }
   }
-  if (kLocal && s.p == 0) {
-    w.split_dtsum[(row * l.n_splits + split) * l.local_parts + part] = split_dtsum_or_cut(dtsum, cut);
-  }
+  if (kLocal && s.p == 0) w.split_dtsum[split_part_slot(l, row, split, part)] = split_dtsum_or_cut(dtsum, cut);
 }
 
 // Chains the splits: the state entering split s is the state entering split s-1 carried through that split's
@@ -258,8 +256,8 @@ __global__ void fwd_combine_kernel(SelectiveScanParams p, ScanLayout l, ScanWork
   const int64_t N = p.dstate;
   if (i >= p.batch * p.dim * N) return;
   const int64_t row = i / N, n = i % N, d = row % p.dim, parts = l.local_parts;
-  const float* __restrict__ dtsums = w.split_dtsum + row * l.n_splits * parts;  // (split, part) of this row
-  const float* __restrict__ locals = w.split_local + row * l.n_splits * parts * N + n;
+  const float* __restrict__ dtsums = w.split_dtsum + split_part_slot(l, row, 0, 0);  // (split, part) of this row
+  const float* __restrict__ locals = w.split_local + split_part_slot(l, row, 0, 0) * N + n;
   float* __restrict__ split_in = w.split_in + row * l.n_splits * N + n;
   const float A2 = static_cast<const float*>(p.A_ptr)[d * N + n] * kLog2e;
   // Per-sequence states: the first split starts a sequence at token 0, so nothing flows in.

@@ -48,6 +48,12 @@ struct ScanWork {
   float* dC_part = nullptr;
 };
 
+// (row, split, part) in split_dtsum, and times N in split_local: where the zero-start passes write a part's
+// result and the chain kernels read it.
+__host__ __device__ inline int64_t split_part_slot(const ScanLayout& l, int64_t row, int64_t split, int64_t part) {
+  return (row * l.n_splits + split) * l.local_parts + part;
+}
+
 // blocks_per_sm: blocks of the kernel that fit on one multiprocessor. split_cost: the extra work of the
 // zero-start pass a time split adds, relative to the kernel (0 = never split to balance waves).
 inline ScanLayout make_layout(const SelectiveScanParams& p, int num_sms, int blocks_per_sm, double split_cost) {
