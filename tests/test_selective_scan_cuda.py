@@ -78,9 +78,10 @@ def test_cuda_matches_cpu_fp32(cfg):
 # Long rows with few channels: time is split and the zero-start passes run each split as several consecutive
 # parts (set_local_parts in scan_layout.cuh). On an H100 (132 SMs): (1, 1536, 672) fp32 runs the backward's
 # zero-start pass in parts of 2 and 1 chunks; (1, 1536, 896) bf16 the forward's in parts of 2 and 1 and the
-# backward's in 2, 2 and an empty part; (1, 64, 16384) one chunk per part, with packed sequences too.
-# (1, 256, 8192) packs sequences whose starts fall inside parts of several chunks (forward: 4 chunks per split,
-# 2 per part in bf16; backward: 2-3 per part), so the zero-start passes skip parts and stop short at starts
+# backward's in 2 and 2; (1, 64, 16384) the forward's in one chunk per part and the backward's in 26 parts of
+# 2, with packed sequences too. (1, 256, 8192) packs sequences whose starts fall inside parts of several
+# chunks (forward: 4 chunks per split, 2 per part in bf16; backward: 9 or 13 parts of 2-3 chunks), so the
+# zero-start passes skip parts and stop short at starts
 # (packed_parts.cuh). Its decays are slow (a state remembers ~1000-10000 steps), so a part skipped or cut
 # wrongly would change many outputs, not the few steps the default inputs (~2-7 steps of memory) remember.
 MANY_STARTS = (1000, 77, 2100, 33, 1500, 1, 2000)

@@ -105,15 +105,27 @@ constexpr int local_min_blocks(int input_bytes, int K, bool seq_states) {
 
 // Parts per split of the zero-start pass: its S - 1 blocks per row block leave most slots of the GPU idle
 // (e.g. (1, 1536, 131072) backward on an H100: 7 x 48 = 336 blocks, 2.5 per SM, where 8 fit), so each split
-// is cut into consecutive parts, chained like splits, as many as fill the pass's slots in one wave (there:
-// 3 parts, 1008 blocks; that backward's split pass went from 1.89 to 1.24 ms, seventh session).
+// is cut into consecutive parts, chained like splits (seventh session: that backward's split pass went from
+// 1.89 to 1.24 ms with 3 parts, 1008 blocks). The count minimizes the pass's time in a wave model: rounds of
+// `slots` blocks times a block's tiles plus one tile of start-up (its first loads are not overlapped).
+// Filling one round only partly loses to several full ones: the forward at (1, 1536, 131072), 480 blocks
+// on 1056 slots, took 2 parts (960 blocks, 91% of the slots, and 8 blocks on 36 SMs against 7 on the
+// rest); 11 parts make 5 full rounds of 1056.
 inline void set_local_parts(ScanLayout& l, const SelectiveScanParams& p, int num_sms, int input_bytes) {
   l.local_parts = 1;
   if (l.n_splits <= 1) return;
   const int64_t blocks = l.n_cblocks * p.batch * p.n_groups * (l.n_splits - 1);
   const int64_t slots = int64_t(num_sms) * local_min_blocks(input_bytes, l.K, p.per_sequence_states);
-  const int64_t parts = slots / blocks;
-  l.local_parts = parts < 1 ? 1 : (parts > l.chunks_per_split ? l.chunks_per_split : parts);
+  constexpr int64_t kMaxParts = 32;  // bounds the chain kernels' serial walk (splits x parts steps)
+  int64_t best_cost = -1;
+  for (int64_t parts = 1; parts <= kMaxParts && parts <= l.chunks_per_split; ++parts) {
+    const int64_t rounds = (blocks * parts + slots - 1) / slots;
+    const int64_t cost = rounds * ((l.chunks_per_split + parts - 1) / parts + 1);
+    if (best_cost < 0 || cost < best_cost) {
+      best_cost = cost;
+      l.local_parts = parts;
+    }
+  }
 }
 
 // Chunks [begin, end) of part `part` of `parts` of split `split` (parts = 1: the whole split). A trailing
