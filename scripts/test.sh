@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up (scripts/setup.sh) and runs every test: pytest (CUDA tests skip without a GPU), the C++ Catch2
-# tests through CTest, and nvcc compile checks of the CUDA kernels and their host wrappers when nvcc exists.
+# tests through CTest, and, when nvcc exists, compile checks of the CUDA kernels and their host wrappers and
+# the launch-layout checks (scripts/nvcc_check_layout.sh, run on the host without a GPU).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
