@@ -1,7 +1,7 @@
 // Time splits of the CUDA backward (bwd_kernel.cuh): the zero-start adjoint pass and the chain that
 // connects the splits. The adjoint obeys g_t = C_t dy_t + exp(dt_{t+1} A) g_{t+1}, linear in what flows in
 // from the right, so each split but the first is first run from a zero adjoint (bwd_local_kernel, which
-// needs no states and so no recompute), in as many consecutive parts as fill the GPU (set_local_parts),
+// needs no states and so no recompute), in consecutive parts that fill the GPU in whole rounds (set_local_parts),
 // bwd_combine_kernel chains the parts from the end (a part's total decay is exp(A * sum dt)), and the full
 // backward starts each split from the adjoint leaving the next one. In packed rows a part scans only up to
 // its first sequence start, and nothing when an earlier part of its split holds one (packed_parts.cuh).

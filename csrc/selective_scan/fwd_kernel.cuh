@@ -8,8 +8,8 @@
 // the tile, one exp2 per state and step, and the P lanes of a channel sum C*h with shuffles, four steps at
 // a time, (3) gate and store the output, coalesced along time.
 // With one split the kernel runs once. With S > 1 splits (few rows, long sequences) a first pass runs each
-// split from a zero state (kLocal: no output, only its end state and sum of dt), cut into as many
-// consecutive parts as fill the GPU (set_local_parts), fwd_combine_kernel chains the parts (a part's total
+// split from a zero state (kLocal: no output, only its end state and sum of dt), cut into consecutive parts
+// that fill the GPU in whole rounds (set_local_parts), fwd_combine_kernel chains the parts (a part's total
 // decay is exp(A * sum dt)), and the full pass starts each split from its true state. The last split passes
 // nothing on, so the zero-start pass skips it; in packed rows it also skips what a later sequence start
 // drops (packed_parts.cuh). Without a backward to come (chunk_states_ptr null) the full pass stores no chunk
