@@ -19,15 +19,12 @@ constexpr int kHistPitch = kHalf + 1;  // per-lane state history: odd pitch, lan
 // + 16 m: consecutive lanes read consecutive columns of one history row, each v serves two states, and
 // even and odd channels go to separate sums (more independent loads in flight; the order is fixed, so the
 // result is deterministic). hist row of (c, n = p*K + k): k*kThreads + c*P + p.
-// kP and kChannels fix the lanes per channel and the block's channel count at compile time (0: read from l
-// and s at run time), so that the history strides become immediate offsets and the channel loop unrolls.
-template <int K, bool kScaled, int kP, int kChannels>
-__device__ __forceinline__ void channel_reduce_impl(float* dst, int64_t L, const float* hist, const float* v_s,
-                                                    const float* w_s, const Pos& s, const ScanLayout& l,
-                                                    int64_t N, int len, int tb) {
+template <int K, bool kScaled>
+__device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const float* hist, const float* v_s,
+                                               const float* w_s, const Pos& s, const ScanLayout& l, int64_t N,
+                                               int len, int tb) {
   const int col = s.lane % kHalf, t = tb + col;
-  const int channels = kChannels ? kChannels : s.nvalid;
-  const int cstride = (kP ? kP : l.P) * kHistPitch;  // from channel c to c + 1 in a history column
+  const int cstride = l.P * kHistPitch;  // from channel c to c + 1 in a history column
   for (int n0 = s.warp + 4 * (s.lane / kHalf); n0 < l.n_pad; n0 += 16) {
     const int n1 = n0 + 8;
     const bool has1 = n1 < l.n_pad;
@@ -37,8 +34,7 @@ __device__ __forceinline__ void channel_reduce_impl(float* dst, int64_t L, const
     const float* vp = v_s + t;  // walked by pointer: two channels per iteration
     const float* wp = w_s + t;
     int c = 0;
-#pragma unroll 4
-    for (; c + 1 < channels; c += 2) {
+    for (; c + 1 < s.nvalid; c += 2) {
       float v0 = vp[0], v1 = vp[kPitch];
       if (kScaled) {
         v0 *= wp[0];
@@ -55,7 +51,7 @@ __device__ __forceinline__ void channel_reduce_impl(float* dst, int64_t L, const
       h0 += 2 * cstride;
       h1 += 2 * cstride;
     }
-    if (c < channels) {
+    if (c < s.nvalid) {
       const float v0 = kScaled ? vp[0] * wp[0] : vp[0];
       a0 = fmaf(h0[0], v0, a0);
       if (has1) a1 = fmaf(h1[0], v0, a1);
@@ -64,19 +60,6 @@ __device__ __forceinline__ void channel_reduce_impl(float* dst, int64_t L, const
       if (n0 < N) dst[n0 * L + t] = a0 + b0;
       if (has1 && n1 < N) dst[n1 * L + t] = a1 + b1;
     }
-  }
-}
-
-// The backward's layout for N <= 16 (4 lanes per channel) in a full block of 32 channels takes the
-// compile-time path; any other layout the run-time one. Both sum in the same order.
-template <int K, bool kScaled>
-__device__ __forceinline__ void channel_reduce(float* dst, int64_t L, const float* hist, const float* v_s,
-                                               const float* w_s, const Pos& s, const ScanLayout& l, int64_t N,
-                                               int len, int tb) {
-  if (l.P == 4 && s.nvalid == kThreads / 4) {
-    channel_reduce_impl<K, kScaled, 4, kThreads / 4>(dst, L, hist, v_s, w_s, s, l, N, len, tb);
-  } else {
-    channel_reduce_impl<K, kScaled, 0, 0>(dst, L, hist, v_s, w_s, s, l, N, len, tb);
   }
 }
 
