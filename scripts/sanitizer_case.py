@@ -12,8 +12,9 @@ for batch, dim, seqlen, N, groups, var_BC, packed in [
         (1, 8, 70, 16, 1, True, False), (2, 64, 45, 16, 2, True, False), (1, 6, 40, 256, 1, True, False),
         (2, 8, 33, 7, 1, False, False), (200, 32, 40, 16, 1, True, False), (1, 8, 200, 16, 1, True, True),
         (1, 8, 200, 16, 1, True, "cu"), (1, 6, 90, 256, 1, True, "cu"),
-        # zero-start passes in several parts per split (on an H100: the forward's 2, the backward's 19), and
-        # parts of several chunks cut short or skipped at packed sequence starts (packed_parts.cuh)
+        # zero-start passes in several parts per split (fp32 on an H100: the forward's 2 and the backward's 3 at
+        # dim 4224, the backward's 13 at dim 64), and parts of several chunks (the backward's 9 at dim 256) cut
+        # short or skipped at packed sequence starts (packed_parts.cuh)
         (1, 4224, 256, 16, 1, True, False), (1, 64, 4096, 16, 1, True, True), (1, 256, 8192, 16, 1, True, True)]:
     g = torch.Generator().manual_seed(0)
     r = lambda *s: torch.randn(*s, generator=g).cuda()
