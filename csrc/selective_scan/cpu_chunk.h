@@ -79,36 +79,25 @@ MAMBA_INLINE void transpose_block(typename Simd<T>::vec (&v)[Simd<T>::kWidth]) {
 // n rounded up to a multiple of width (the padded state size, or a chunk length in whole vectors).
 inline int64_t round_up(int64_t n, int64_t width) { return (n + width - 1) / width * width; }
 
-// The reduction and polynomial both exps share: x = k ln2 + r with k in t's low mantissa bits, and
-// p = exp(r). x must be within [-87, 88] or handled by the caller's scaling.
-struct ExpParts {
-  Simd<float>::vec t, k, p;
-};
-MAMBA_INLINE ExpParts exp_parts(Simd<float>::vec x) {
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
-  ExpParts e;
-  e.t = x * 1.44269504088896341f + kRound;
-  e.k = e.t - kRound;
-  const Simd<float>::vec r = (x - e.k * 0.693145751953125f) - e.k * 1.42860682030941723e-6f;
-  e.p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
-  e.p = e.p * r + 1.0f / 24.0f;
-  e.p = e.p * r + 1.0f / 6.0f;
-  e.p = e.p * r + 0.5f;
-  e.p = e.p * r + 1.0f;
-  e.p = e.p * r + 1.0f;
-  return e;
-}
 // exp of 16 floats without a library call: x = k ln2 + r with |r| <= ln2/2, exp(r) by its degree-6 Taylor
 // polynomial (relative error < 2e-7), 2^k from the exponent bits. k is rounded with the 1.5 * 2^23 trick:
 // adding it leaves round(x / ln2) in the low mantissa bits, which a shift by 23 turns into 2^k's exponent.
 // Inputs below -87 (where exp underflows) give exp(-87) ~ 1.6e-38; NaN stays NaN.
 MAMBA_INLINE Simd<float>::vec vexp(Simd<float>::vec x) {
   typedef int32_t ivec __attribute__((vector_size(64)));
+  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
   x = x < -87.0f ? -87.0f : x;
   x = x > 88.0f ? 88.0f : x;
-  const ExpParts e = exp_parts(x);
-  const ivec scale = (reinterpret_cast<ivec>(e.t) << 23) + 0x3f800000;  // (k + 127) << 23
-  return e.p * reinterpret_cast<Simd<float>::vec>(scale);
+  const Simd<float>::vec t = x * 1.44269504088896341f + kRound, k = t - kRound;
+  const Simd<float>::vec r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;
+  Simd<float>::vec p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
+  p = p * r + 1.0f / 24.0f;
+  p = p * r + 1.0f / 6.0f;
+  p = p * r + 0.5f;
+  p = p * r + 1.0f;
+  p = p * r + 1.0f;
+  const ivec scale = (reinterpret_cast<ivec>(t) << 23) + 0x3f800000;  // (k + 127) << 23
+  return p * reinterpret_cast<Simd<float>::vec>(scale);
 }
 MAMBA_INLINE Simd<double>::vec vexp(Simd<double>::vec x) {
   for (int64_t i = 0; i < Simd<double>::kWidth; ++i) x[i] = std::exp(x[i]);
@@ -120,22 +109,40 @@ struct PortableExp {
 };
 
 #if MAMBA_CPU_AVX512_PATH
-// vexp's reduction and polynomial, with 2^k applied by AVX-512's vscalefps. It scales by any integer power
-// and overflows to inf by itself, so the upper clamp and the exponent-bit arithmetic go: 12 vector ops
-// instead of 15. The lower clamp stays: it keeps results normal, because denormal operands cost microcode
-// assists. Results equal vexp's wherever exp(x) is finite in float (x <= 88). Above that they are inf where
-// vexp saturates at exp(88). Inlined only into functions compiled for AVX-512 (target + flatten), never
-// into the portable clones.
-struct ScalefExp {
+// exp of 16 floats for the forward's AVX-512 recurrence, 11 vector ops where vexp takes 15: x log2(e) =
+// k + j/16 + f with integer k, j in 0..15 and |f| <= 1/32, so exp(x) = 2^k 2^(j/16) 2^f.
+// - k + j/16 is rounded with 1.5 * 2^19 (a float of ulp 1/16): adding it leaves j in the sum's low 4
+//   mantissa bits, and vpermps reads the 16-entry table of 2^(j/16) (one register) with exactly those bits.
+// - 2^f = exp(f ln2) by its degree-3 Taylor polynomial (|f ln2| <= 0.0217: error < 1e-8).
+// - vscalefps multiplies by 2^floor(k + j/16) = 2^k and overflows to inf by itself: no upper clamp.
+// The lower clamp stays: it keeps results normal (denormal operands cost microcode assists) and maps
+// x = -inf to exp(-87). Relative error against exp of the float input (tests/cpp/test_cpu_exp.cpp): 1.8e-7
+// for |x| <= 2 (vexp: 2.4e-7), rising to 1.3e-6 at x = -87. That comes from log2(e) rounded to float and
+// stays below what the rounding of x itself (6e-8 relative) already moves exp(x) there (5e-6).
+// Inlined only into functions compiled for AVX-512 (target + flatten), never into the portable clones.
+struct TableExp {
   __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec x) const {
+    constexpr float kRound = 786432.0f, kLog2e = 1.44269504088896341f;  // 1.5 * 2^19
     x = x < -87.0f ? -87.0f : x;
-    const ExpParts e = exp_parts(x);
+    const Simd<float>::vec s = x * kLog2e + kRound, kj = s - kRound;  // kj = k + j/16
+    // One rounding (FMA): f carries the low bits of x log2(e) that the rounding to kj dropped.
+    const auto f = reinterpret_cast<Simd<float>::vec>(
+        _mm512_fmsub_ps(reinterpret_cast<__m512>(x), _mm512_set1_ps(kLog2e), reinterpret_cast<__m512>(kj)));
+    Simd<float>::vec p = f * 0.0555041086648216f + 0.240226506959101f;  // (ln2)^3/6, (ln2)^2/2
+    p = p * f + 0.693147180559945f;
+    p = p * f + 1.0f;
+    const __m512 table = _mm512_set_ps(  // 2^(j/16), j = 15 .. 0
+        1.9152065613971472f, 1.8340080864093424f, 1.7562521603732995f, 1.6817928305074290f, 1.6104903319492543f,
+        1.5422108254079407f, 1.4768261459394993f, 1.4142135623730951f, 1.3542555469368927f, 1.2968395546510096f,
+        1.2418578120734840f, 1.1892071150027210f, 1.1387886347566916f, 1.0905077326652577f, 1.0442737824274138f,
+        1.0f);
+    const __m512 two_j = _mm512_permutexvar_ps(_mm512_castps_si512(reinterpret_cast<__m512>(s)), table);
     return reinterpret_cast<Simd<float>::vec>(
-        _mm512_scalef_ps(reinterpret_cast<__m512>(e.p), reinterpret_cast<__m512>(e.k)));
+        _mm512_scalef_ps(_mm512_mul_ps(reinterpret_cast<__m512>(p), two_j), reinterpret_cast<__m512>(kj)));
   }
 };
 
-// Whether the float forward takes the ScalefExp path: the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is
+// Whether the float forward takes the TableExp path: the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is
 // unset (the tests set it in a subprocess to check the portable path on an AVX-512 machine).
 inline bool cpu_has_avx512f() {
   static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("MAMBA_EXT_DISABLE_AVX512") == nullptr;
@@ -165,7 +172,7 @@ MAMBA_INLINE void lanes_state_step(int64_t t, int64_t n, typename Simd<acc_t>::v
 // len x W; y[t] = sum_n C[t,n] h_t[n] (without the D skip term). B (and C) are either input-dependent,
 // shared by the lanes (B[t * B_t_stride + n]), or constant per lane (B[n * W + l]). A is N x W.
 // The loop is written once; scan_chunk_forward_lanes compiles it with the portable exp for every target,
-// scan_chunk_forward_lanes_avx512 with ScalefExp for AVX-512 (fp32 only).
+// scan_chunk_forward_lanes_avx512 with TableExp for AVX-512 (fp32 only).
 template <typename acc_t, bool kVariableB, bool kVariableC, typename Exp>
 MAMBA_INLINE void forward_lanes_loop(int64_t len, int64_t N, const acc_t* __restrict dt, const acc_t* __restrict dtu,
                                      const acc_t* __restrict B, int64_t B_t_stride, const acc_t* __restrict C,
@@ -202,13 +209,13 @@ MAMBA_CPU_CLONES void scan_chunk_forward_lanes(int64_t len, int64_t N, const acc
 }
 
 #if MAMBA_CPU_AVX512_PATH
-// flatten: inlines ScalefExp (an AVX-512 function) through the portable helpers into this AVX-512 function.
+// flatten: inlines TableExp (an AVX-512 function) through the portable helpers into this AVX-512 function.
 template <bool kVariableB, bool kVariableC>
 __attribute__((target("avx512f"), flatten)) void scan_chunk_forward_lanes_avx512(
     int64_t len, int64_t N, const float* __restrict dt, const float* __restrict dtu, const float* __restrict B,
     int64_t B_t_stride, const float* __restrict C, int64_t C_t_stride, const float* __restrict A,
     float* __restrict h, float* __restrict y) {
-  forward_lanes_loop<float, kVariableB, kVariableC, ScalefExp>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A, h,
+  forward_lanes_loop<float, kVariableB, kVariableC, TableExp>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A, h,
                                                                y);
 }
 #endif
