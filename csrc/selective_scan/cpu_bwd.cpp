@@ -57,7 +57,7 @@ void gate_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t
     auto* dz = static_cast<input_t*>(p.dz_ptr) + (b * p.dim + d) * p.seqlen + t0;
     for (int64_t t = 0; t < len; ++t) dz[t] = static_cast<input_t>(s.z[t]);
   }
-  for (int64_t t = 0; t < len; ++t) *dD += s.dy[t] * s.u[t];
+  *dD += cpu::dot<acc_t>(s.dy, s.u, len);
 }
 
 // du = du_scan + D dy; ddelta = ddt * softplus'(x); and the ddelta_bias contribution.
@@ -69,11 +69,9 @@ void input_backward(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t 
   const int64_t offset = (b * p.dim + d) * p.seqlen + t0;
   auto* du = static_cast<input_t*>(p.du_ptr) + offset;
   auto* ddelta = static_cast<input_t*>(p.ddelta_ptr) + offset;
-  for (int64_t t = 0; t < len; ++t) {
-    du[t] = static_cast<input_t>(s.du_scan[t] + D * s.dy[t]);
-    ddelta[t] = static_cast<input_t>(s.ddt[t]);
-    *ddelta_bias += s.ddt[t];
-  }
+  for (int64_t t = 0; t < len; ++t) du[t] = static_cast<input_t>(s.du_scan[t] + D * s.dy[t]);
+  for (int64_t t = 0; t < len; ++t) ddelta[t] = static_cast<input_t>(s.ddt[t]);
+  *ddelta_bias += cpu::dot<acc_t>(s.ddt, nullptr, len);
 }
 
 // Row `row` of a (rows, dim, N) state tensor for channel d, into Np padded values (zeros when src is null).
