@@ -221,20 +221,20 @@ __attribute__((target("avx512f"), flatten)) void scan_chunk_forward_lanes_avx512
 #endif
 
 // The forward again, keeping every state hs[t*Np + n] = h_t[n] and decay as[t*Np + n] = exp(dt_t A[n])
-// of the chunk for the reverse pass. h0 is the state entering the chunk.
-template <typename acc_t>
-MAMBA_CPU_CLONES void scan_chunk_recompute(int64_t len, int64_t Np, const acc_t* __restrict dt,
-                                           const acc_t* __restrict dtu, const acc_t* __restrict B,
-                                           int64_t B_t_stride, const acc_t* __restrict C, int64_t C_t_stride,
-                                           const acc_t* __restrict A, const acc_t* __restrict h0,
-                                           acc_t* __restrict hs, acc_t* __restrict as, acc_t* __restrict y) {
+// of the chunk for the reverse pass. h0 is the state entering the chunk. Written once: recompute_loop;
+// scan_chunk_recompute runs the AVX-512 build (TableExp) for fp32 where the CPU has it, else the clones.
+template <typename acc_t, typename Exp>
+MAMBA_INLINE void recompute_loop(int64_t len, int64_t Np, const acc_t* __restrict dt, const acc_t* __restrict dtu,
+                                 const acc_t* __restrict B, int64_t B_t_stride, const acc_t* __restrict C,
+                                 int64_t C_t_stride, const acc_t* __restrict A, const acc_t* __restrict h0,
+                                 acc_t* __restrict hs, acc_t* __restrict as, acc_t* __restrict y) {
   using S = Simd<acc_t>;
   for (int64_t t = 0; t < len; ++t) {
     const auto dt_t = S::splat(dt[t]), dtu_t = S::splat(dtu[t]);
     const acc_t* h_prev = t == 0 ? h0 : hs + (t - 1) * Np;
     typename S::vec acc{};
     for (int64_t n = 0; n < Np; n += S::kWidth) {
-      const auto a = vexp(dt_t * S::load(A + n));
+      const auto a = Exp()(dt_t * S::load(A + n));
       const auto h_n = a * S::load(h_prev + n) + dtu_t * S::load(B + t * B_t_stride + n);
       S::store(as + t * Np + n, a);
       S::store(hs + t * Np + n, h_n);
@@ -243,6 +243,32 @@ MAMBA_CPU_CLONES void scan_chunk_recompute(int64_t len, int64_t Np, const acc_t*
     y[t] = S::sum(acc);
   }
 }
+// The parameter list and the arguments, written once for the three functions below.
+#define MAMBA_RECOMPUTE_PARAMS(acc_t)                                                                            \
+  int64_t len, int64_t Np, const acc_t *__restrict dt, const acc_t *__restrict dtu, const acc_t *__restrict B, \
+      int64_t B_t_stride, const acc_t *__restrict C, int64_t C_t_stride, const acc_t *__restrict A,            \
+      const acc_t *__restrict h0, acc_t *__restrict hs, acc_t *__restrict as, acc_t *__restrict y
+#define MAMBA_RECOMPUTE_ARGS len, Np, dt, dtu, B, B_t_stride, C, C_t_stride, A, h0, hs, as, y
+template <typename acc_t>
+MAMBA_CPU_CLONES void scan_chunk_recompute_portable(MAMBA_RECOMPUTE_PARAMS(acc_t)) {
+  recompute_loop<acc_t, PortableExp>(MAMBA_RECOMPUTE_ARGS);
+}
+#if MAMBA_CPU_AVX512_PATH
+__attribute__((target("avx512f"), flatten)) inline void scan_chunk_recompute_avx512(MAMBA_RECOMPUTE_PARAMS(float)) {
+  recompute_loop<float, TableExp>(MAMBA_RECOMPUTE_ARGS);
+}
+#endif
+template <typename acc_t>
+inline void scan_chunk_recompute(MAMBA_RECOMPUTE_PARAMS(acc_t)) {
+#if MAMBA_CPU_AVX512_PATH
+  if constexpr (std::is_same_v<acc_t, float>) {
+    if (cpu_has_avx512f()) return scan_chunk_recompute_avx512(MAMBA_RECOMPUTE_ARGS);
+  }
+#endif
+  scan_chunk_recompute_portable<acc_t>(MAMBA_RECOMPUTE_ARGS);
+}
+#undef MAMBA_RECOMPUTE_PARAMS
+#undef MAMBA_RECOMPUTE_ARGS
 
 // Reverse pass over one chunk. g_next (Np) enters as dL/dh at the chunk's last step coming from later
 // steps (a_{t+1} g_{t+1}, or the gradient of last_state) and leaves as dL/dh of the state entering the
