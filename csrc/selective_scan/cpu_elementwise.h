@@ -1,7 +1,7 @@
 // Per-time-step elementwise work of the CPU selective scan (discretization, gating and their gradients),
-// vectorized over time with the 64-byte vectors of cpu_chunk.h. Every function takes a length n that is a
+// vectorized over time with the 64-byte vectors of cpu_chunk.h. The passes take a length n that is a
 // multiple of the vector width: callers round the chunk length up and ignore the lanes past it, which
-// read and write only scratch.
+// read and write only scratch. dot takes any n: a sum must not add those lanes.
 #pragma once
 
 #include "selective_scan/cpu_chunk.h"
