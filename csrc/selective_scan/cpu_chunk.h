@@ -109,8 +109,9 @@ struct PortableExp {
 };
 
 #if MAMBA_CPU_AVX512_PATH
-// exp of 16 floats for the forward's AVX-512 recurrence, 11 vector ops where vexp takes 15: x log2(e) =
-// k + j/16 + f with integer k, j in 0..15 and |f| <= 1/32, so exp(x) = 2^k 2^(j/16) 2^f.
+// exp of 16 floats for the AVX-512 recurrences, 10 vector ops where vexp takes 15 and the vscalefps exp it
+// replaced (v7) 12: x log2(e) = k + j/16 + f with integer k, j in 0..15 and |f| <= 1/32, so
+// exp(x) = 2^k 2^(j/16) 2^f.
 // - k + j/16 is rounded with 1.5 * 2^19 (a float of ulp 1/16): adding it leaves j in the sum's low 4
 //   mantissa bits, and vpermps reads the 16-entry table of 2^(j/16) (one register) with exactly those bits.
 // - 2^f = exp(f ln2) by its degree-3 Taylor polynomial (|f ln2| <= 0.0217: error < 1e-8).
