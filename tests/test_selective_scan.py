@@ -190,7 +190,7 @@ def run_python(args, disable_avx512):
 
 
 def test_portable_cpu_forward_matches_reference():
-    """On an AVX-512 CPU the fp32 forward runs loops built for AVX-512 (TableExp: a table-based exp); machines
+    """On an AVX-512 CPU fp32 runs loops built for AVX-512 (TableExp: a table-based exp); machines
     without it run the portable loop. MAMBA_EXT_DISABLE_AVX512 selects the portable loop for a process: this
     checks that it does, then runs part of this file's reference comparisons again in such a process."""
     assert run_python(["-c", WHICH_CPU_LOOP], disable_avx512=True).stdout.strip() == "portable"

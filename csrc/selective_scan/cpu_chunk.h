@@ -1,8 +1,10 @@
 // Inner loops of the CPU selective scan over one chunk of time steps, with 64-byte GCC vector types (one
 // AVX-512 register: 16 floats or 8 doubles). The forward puts one channel in each lane; the backward's
 // recompute and reverse pass vectorize one channel over the state dimension N, padded to a multiple of the
-// vector width with zeros in A, B, C and the state, which keeps the padded lanes at exactly zero. Each function is compiled three times (AVX-512, AVX2, baseline x86-64) by
-// target_clones and the loader picks the best the machine supports. Instantiated for float (fp32/fp16/bf16
+// vector width with zeros in A, B, C and the state, which keeps the padded lanes at exactly zero. Each loop is
+// compiled three times (AVX-512, AVX2, baseline x86-64) by target_clones with the portable exp, and the loader
+// picks the best the machine supports; the fp32 forward recurrence and the backward's recompute also have an
+// AVX-512 build with TableExp, chosen at run time (cpu_has_avx512f). Instantiated for float (fp32/fp16/bf16
 // inputs) and double (fp64 inputs, for gradcheck).
 //
 // In the backward, B and C are read through a time stride: the padded width for a transposed chunk of
@@ -143,8 +145,8 @@ struct TableExp {
   }
 };
 
-// Whether the float forward takes the TableExp path: the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is
-// unset (the tests set it in a subprocess to check the portable path on an AVX-512 machine).
+// Whether fp32 work takes the AVX-512 builds with TableExp (forward recurrence, softplus and gate, backward
+// recompute): the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is unset (the tests set it in a subprocess to check the portable path on an AVX-512 machine).
 inline bool cpu_has_avx512f() {
   static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("MAMBA_EXT_DISABLE_AVX512") == nullptr;
   return has;
