@@ -21,6 +21,10 @@
 #include <immintrin.h>
 #define MAMBA_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #define MAMBA_CPU_AVX512_PATH 1
+// GCC 12's AVX-512 intrinsics pass a deliberately undefined merge operand, which -Wmaybe-uninitialized
+// reports wherever they are inlined (GCC bug 105593). Off for this header's code (popped at its end).
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #else
 #define MAMBA_CPU_CLONES
 #define MAMBA_CPU_AVX512_PATH 0
@@ -40,7 +44,13 @@ struct Simd {
     return v;
   }
   static MAMBA_INLINE void store(T* p, vec v) { std::memcpy(p, &v, sizeof(v)); }
-  static MAMBA_INLINE vec splat(T x) { return vec{} + x; }
+  // Every lane x, as one broadcast: lane 0 shuffled everywhere. (vec{} + x compiles to a scalar add of 0,
+  // which x = -0 keeps from folding, and a broadcast; a loop over the lanes to 16 masked broadcasts.)
+  static MAMBA_INLINE vec splat(T x) {
+    typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> index_t;
+    typedef index_t index_vec __attribute__((vector_size(64)));
+    return __builtin_shuffle(vec{x}, index_vec{});
+  }
   // Tree sum of the lanes: log2(width) shuffle+add pairs instead of a serial chain of width adds.
   static MAMBA_INLINE T sum(vec v) {
     typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> index_t;
@@ -111,37 +121,42 @@ struct PortableExp {
 };
 
 #if MAMBA_CPU_AVX512_PATH
-// exp of 16 floats for the AVX-512 recurrences, 10 vector ops where vexp takes 15 and the vscalefps exp it
-// replaced (v7) 12: x log2(e) = k + j/16 + f with integer k, j in 0..15 and |f| <= 1/32, so
-// exp(x) = 2^k 2^(j/16) 2^f.
+// exp of 16 floats for the AVX-512 loops in 11 vector ops, clamps included: x log2(e) = k + j/16 + f with
+// integer k, j in 0..15 and |f| <= 1/32, so exp(x) = 2^k 2^(j/16) 2^f.
 // - k + j/16 is rounded with 1.5 * 2^19 (a float of ulp 1/16): adding it leaves j in the sum's low 4
 //   mantissa bits, and vpermps reads the 16-entry table of 2^(j/16) (one register) with exactly those bits.
 // - 2^f = exp(f ln2) by its degree-3 Taylor polynomial (|f ln2| <= 0.0217: error < 1e-8).
-// - vscalefps multiplies by 2^floor(k + j/16) = 2^k and overflows to inf by itself: no upper clamp.
-// The lower clamp stays: it keeps results normal (denormal operands cost microcode assists) and maps
-// x = -inf to exp(-87). Relative error against exp of the float input (tests/cpp/test_cpu_exp.cpp): 1.8e-7
-// for |x| <= 2 (vexp: 2.4e-7), rising to 1.3e-6 at x = -87. That comes from log2(e) rounded to float and
-// stays below what the rounding of x itself (6e-8 relative) already moves exp(x) there (5e-6).
+// - vscalefps multiplies by 2^floor(k + j/16) = 2^k.
+// x is clamped to [-87, 89]: the lower bound keeps results normal (denormal operands cost microcode
+// assists) and maps -inf to exp(-87); above 89 the result is inf, as it would be (beyond ~2^25 the rounding
+// would otherwise leave |f| large and the polynomial negative). Relative error against exp of the float
+// input (tests/cpp/test_cpu_exp.cpp): 1.8e-7 for |x| <= 2 (vexp: 2.4e-7), rising to 1.3e-6 at x = -87. That
+// comes from log2(e) rounded to float and stays below what the rounding of x itself (6e-8 relative) already
+// moves exp(x) there (5e-6).
 // Inlined only into functions compiled for AVX-512 (target + flatten), never into the portable clones.
 struct TableExp {
-  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec x) const {
-    constexpr float kRound = 786432.0f, kLog2e = 1.44269504088896341f;  // 1.5 * 2^19
-    x = x < -87.0f ? -87.0f : x;
-    const Simd<float>::vec s = x * kLog2e + kRound, kj = s - kRound;  // kj = k + j/16
-    // One rounding (FMA): f carries the low bits of x log2(e) that the rounding to kj dropped.
-    const auto f = reinterpret_cast<Simd<float>::vec>(
-        _mm512_fmsub_ps(reinterpret_cast<__m512>(x), _mm512_set1_ps(kLog2e), reinterpret_cast<__m512>(kj)));
-    Simd<float>::vec p = f * 0.0555041086648216f + 0.240226506959101f;  // (ln2)^3/6, (ln2)^2/2
-    p = p * f + 0.693147180559945f;
-    p = p * f + 1.0f;
+  static constexpr float kRound = 786432.0f;  // 1.5 * 2^19
+  // 2^(kj + f), from kj = k + j/16, s = kj + kRound (j in its low mantissa bits) and |f| <= 1/32: 6 ops.
+  __attribute__((target("avx512f"))) static inline __m512 exp2_split(__m512 s, __m512 kj, __m512 f) {
+    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(0.0555041086648216f), _mm512_set1_ps(0.240226506959101f));
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.693147180559945f));  // (ln2)^3/6, (ln2)^2/2, ln2
+    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
     const __m512 table = _mm512_set_ps(  // 2^(j/16), j = 15 .. 0
         1.9152065613971472f, 1.8340080864093424f, 1.7562521603732995f, 1.6817928305074290f, 1.6104903319492543f,
         1.5422108254079407f, 1.4768261459394993f, 1.4142135623730951f, 1.3542555469368927f, 1.2968395546510096f,
         1.2418578120734840f, 1.1892071150027210f, 1.1387886347566916f, 1.0905077326652577f, 1.0442737824274138f,
         1.0f);
-    const __m512 two_j = _mm512_permutexvar_ps(_mm512_castps_si512(reinterpret_cast<__m512>(s)), table);
-    return reinterpret_cast<Simd<float>::vec>(
-        _mm512_scalef_ps(_mm512_mul_ps(reinterpret_cast<__m512>(p), two_j), reinterpret_cast<__m512>(kj)));
+    const __m512 two_j = _mm512_permutexvar_ps(_mm512_castps_si512(s), table);
+    return _mm512_scalef_ps(_mm512_mul_ps(p, two_j), kj);
+  }
+  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec v) const {
+    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), round = _mm512_set1_ps(kRound);
+    // min/max with x second: NaN stays NaN.
+    const __m512 x = _mm512_min_ps(_mm512_set1_ps(89.0f),
+                                   _mm512_max_ps(_mm512_set1_ps(-87.0f), reinterpret_cast<__m512>(v)));
+    const __m512 s = _mm512_fmadd_ps(x, log2e, round), kj = _mm512_sub_ps(s, round);
+    // One rounding (FMA): f carries the low bits of x log2(e) that the rounding to kj dropped.
+    return reinterpret_cast<Simd<float>::vec>(exp2_split(s, kj, _mm512_fmsub_ps(x, log2e, kj)));
   }
 };
 
@@ -153,9 +168,40 @@ inline bool cpu_has_avx512f() {
 }
 #endif
 
+// Decays of the forward recurrence, exp(dt A[n]), from a step's dt and a row a of the state's A.
+// PortableDecay: a = A, for every build.
+struct PortableDecay {
+  template <typename V>
+  MAMBA_INLINE V operator()(V dt, V a) const { return vexp(dt * a); }
+};
+#if MAMBA_CPU_AVX512_PATH
+// The AVX-512 forward takes a = A log2(e) and computes 2^(dt a) with TableExp's steps, the product fused by
+// FMA into both the rounding and the remainder: 9 vector ops where TableExp()(dt * A) takes 12. Exact only
+// while every dt a lies in [-125, 125] (no clamp: results stay normal and the rounding keeps |f| <= 1/32);
+// scan_chunk_forward_lanes_avx512 checks that for each piece and otherwise runs Exp2DecayClamped.
+struct Exp2Decay {
+  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec dt, Simd<float>::vec a) const {
+    const __m512 d = reinterpret_cast<__m512>(dt), r = reinterpret_cast<__m512>(a);
+    const __m512 round = _mm512_set1_ps(TableExp::kRound);
+    const __m512 s = _mm512_fmadd_ps(d, r, round), kj = _mm512_sub_ps(s, round);
+    return reinterpret_cast<Simd<float>::vec>(TableExp::exp2_split(s, kj, _mm512_fmsub_ps(d, r, kj)));
+  }
+};
+// Any dt a: the product clamped to [-125, 128] (TableExp's range in base 2; 2^128 overflows to inf).
+struct Exp2DecayClamped {
+  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec dt, Simd<float>::vec a) const {
+    const __m512 round = _mm512_set1_ps(TableExp::kRound);
+    const __m512 x = _mm512_min_ps(_mm512_set1_ps(128.0f),
+                                   _mm512_max_ps(_mm512_set1_ps(-125.0f), reinterpret_cast<__m512>(dt * a)));
+    const __m512 s = _mm512_add_ps(x, round), kj = _mm512_sub_ps(s, round);
+    return reinterpret_cast<Simd<float>::vec>(TableExp::exp2_split(s, kj, _mm512_sub_ps(x, kj)));
+  }
+};
+#endif
+
 // One state n of a forward step for W channels at once (one per vector lane): updates h[n] and adds
 // C[n] * h[n] to acc.
-template <typename acc_t, bool kVariableB, bool kVariableC, typename Exp>
+template <typename acc_t, bool kVariableB, bool kVariableC, typename Decay>
 MAMBA_INLINE void lanes_state_step(int64_t t, int64_t n, typename Simd<acc_t>::vec dt, typename Simd<acc_t>::vec dtu,
                                    const acc_t* __restrict B, int64_t B_t_stride, const acc_t* __restrict C,
                                    int64_t C_t_stride, const acc_t* __restrict A, acc_t* __restrict h,
@@ -164,7 +210,7 @@ MAMBA_INLINE void lanes_state_step(int64_t t, int64_t n, typename Simd<acc_t>::v
   constexpr int64_t W = S::kWidth;
   const auto B_n = kVariableB ? S::splat(B[t * B_t_stride + n]) : S::load(B + n * W);
   const auto C_n = kVariableC ? S::splat(C[t * C_t_stride + n]) : S::load(C + n * W);
-  const auto h_n = Exp()(dt * S::load(A + n * W)) * S::load(h + n * W) + dtu * B_n;
+  const auto h_n = Decay()(dt, S::load(A + n * W)) * S::load(h + n * W) + dtu * B_n;
   S::store(h + n * W, h_n);
   acc += C_n * h_n;
 }
@@ -174,9 +220,9 @@ MAMBA_INLINE void lanes_state_step(int64_t t, int64_t n, typename Simd<acc_t>::v
 // h[n * W + l]) enters as the state before the chunk and leaves as the state after it; dt, dtu and y are
 // len x W; y[t] = sum_n C[t,n] h_t[n] (without the D skip term). B (and C) are either input-dependent,
 // shared by the lanes (B[t * B_t_stride + n]), or constant per lane (B[n * W + l]). A is N x W.
-// The loop is written once; scan_chunk_forward_lanes compiles it with the portable exp for every target,
-// scan_chunk_forward_lanes_avx512 with TableExp for AVX-512 (fp32 only).
-template <typename acc_t, bool kVariableB, bool kVariableC, typename Exp>
+// The loop is written once; scan_chunk_forward_lanes compiles it with PortableDecay for every target,
+// scan_chunk_forward_lanes_avx512 with Exp2Decay (or Exp2DecayClamped) for AVX-512 (fp32 only).
+template <typename acc_t, bool kVariableB, bool kVariableC, typename Decay>
 MAMBA_INLINE void forward_lanes_loop(int64_t len, int64_t N, const acc_t* __restrict dt, const acc_t* __restrict dtu,
                                      const acc_t* __restrict B, int64_t B_t_stride, const acc_t* __restrict C,
                                      int64_t C_t_stride, const acc_t* __restrict A, acc_t* __restrict h,
@@ -188,13 +234,13 @@ MAMBA_INLINE void forward_lanes_loop(int64_t len, int64_t N, const acc_t* __rest
     typename S::vec acc0{}, acc1{};  // two sums: the additions of consecutive states can overlap
     int64_t n = 0;
     for (; n + 1 < N; n += 2) {
-      lanes_state_step<acc_t, kVariableB, kVariableC, Exp>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
+      lanes_state_step<acc_t, kVariableB, kVariableC, Decay>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
                                                            acc0);
-      lanes_state_step<acc_t, kVariableB, kVariableC, Exp>(t, n + 1, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A,
+      lanes_state_step<acc_t, kVariableB, kVariableC, Decay>(t, n + 1, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A,
                                                            h, acc1);
     }
     if (n < N) {
-      lanes_state_step<acc_t, kVariableB, kVariableC, Exp>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
+      lanes_state_step<acc_t, kVariableB, kVariableC, Decay>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
                                                            acc0);
     }
     S::store(y + t * W, acc0 + acc1);
@@ -207,19 +253,55 @@ MAMBA_CPU_CLONES void scan_chunk_forward_lanes(int64_t len, int64_t N, const acc
                                                int64_t B_t_stride, const acc_t* __restrict C, int64_t C_t_stride,
                                                const acc_t* __restrict A, acc_t* __restrict h,
                                                acc_t* __restrict y) {
-  forward_lanes_loop<acc_t, kVariableB, kVariableC, PortableExp>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A,
-                                                                 h, y);
+  forward_lanes_loop<acc_t, kVariableB, kVariableC, PortableDecay>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride,
+                                                                   A, h, y);
 }
 
 #if MAMBA_CPU_AVX512_PATH
-// flatten: inlines TableExp (an AVX-512 function) through the portable helpers into this AVX-512 function.
+// Whether every product dt[t * W + l] a[n * W + l] (t < len, n < N) lies in [-125, 125], Exp2Decay's range:
+// per lane, the products of the extremes of dt and a are the extremes of the products. Infinities fail the
+// check (inf * 0 is NaN); a NaN operand is skipped by min/max, and its products are NaN on either path.
+__attribute__((target("avx512f"))) inline bool decay_products_in_range(int64_t len, int64_t N,
+                                                                    const float* __restrict dt,
+                                                                    const float* __restrict a) {
+  const __m512 inf = _mm512_set1_ps(__builtin_inff());
+  __m512 dt_lo = inf, dt_hi = -inf, a_lo = inf, a_hi = -inf;
+  for (int64_t t = 0; t < len; ++t) {
+    const __m512 v = _mm512_loadu_ps(dt + t * 16);
+    dt_lo = _mm512_min_ps(dt_lo, v);
+    dt_hi = _mm512_max_ps(dt_hi, v);
+  }
+  for (int64_t n = 0; n < N; ++n) {
+    const __m512 v = _mm512_loadu_ps(a + n * 16);
+    a_lo = _mm512_min_ps(a_lo, v);
+    a_hi = _mm512_max_ps(a_hi, v);
+  }
+  __mmask16 ok = 0xFFFF;
+  for (const __m512 p : {dt_lo * a_lo, dt_lo * a_hi, dt_hi * a_lo, dt_hi * a_hi}) {
+    ok &= _mm512_cmp_ps_mask(p, _mm512_set1_ps(125.0f), _CMP_LE_OQ);  // ordered: NaN fails
+    ok &= _mm512_cmp_ps_mask(p, _mm512_set1_ps(-125.0f), _CMP_GE_OQ);
+  }
+  return ok == 0xFFFF;
+}
+
+// flatten: inlines the AVX-512 decays through the portable helpers into this AVX-512 function. A arrives as
+// N x W and is scaled by log2(e) here (N <= kMaxDstate = 256, checked with the inputs).
 template <bool kVariableB, bool kVariableC>
 __attribute__((target("avx512f"), flatten)) void scan_chunk_forward_lanes_avx512(
     int64_t len, int64_t N, const float* __restrict dt, const float* __restrict dtu, const float* __restrict B,
     int64_t B_t_stride, const float* __restrict C, int64_t C_t_stride, const float* __restrict A,
     float* __restrict h, float* __restrict y) {
-  forward_lanes_loop<float, kVariableB, kVariableC, TableExp>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A, h,
-                                                               y);
+  alignas(64) float a[256 * 16];
+  for (int64_t i = 0; i < N * 16; i += 16) {
+    _mm512_store_ps(a + i, _mm512_mul_ps(_mm512_loadu_ps(A + i), _mm512_set1_ps(1.44269504088896341f)));
+  }
+  if (decay_products_in_range(len, N, dt, a)) {
+    forward_lanes_loop<float, kVariableB, kVariableC, Exp2Decay>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, a,
+                                                                 h, y);
+  } else {
+    forward_lanes_loop<float, kVariableB, kVariableC, Exp2DecayClamped>(len, N, dt, dtu, B, B_t_stride, C,
+                                                                        C_t_stride, a, h, y);
+  }
 }
 #endif
 
@@ -309,3 +391,7 @@ MAMBA_CPU_CLONES void scan_chunk_reverse(int64_t len, int64_t Np, const acc_t* _
 }
 
 }  // namespace mamba_ext::cpu
+
+#if MAMBA_CPU_AVX512_PATH
+#pragma GCC diagnostic pop
+#endif

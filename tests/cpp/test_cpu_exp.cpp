@@ -46,12 +46,12 @@ __attribute__((target("avx512f"), flatten)) void table_exp(const float* x, float
 }
 #endif
 
-// The special inputs, one per lane: results for -inf, -1000, -87.5, 89, 1000, +inf, NaN and 0.
+// The special inputs, one per lane: results for -inf, -1000, -87.5, 89, 1000, +inf, NaN, 0, 1e30 and 3e38.
 template <typename ExpFn>
 std::vector<float> special_values(ExpFn exp_fn) {
   const float inf = std::numeric_limits<float>::infinity();
   std::vector<float> x(W, 0.0f), y(W);
-  const float specials[] = {-inf, -1000.0f, -87.5f, 89.0f, 1000.0f, inf, std::nanf(""), 0.0f};
+  const float specials[] = {-inf, -1000.0f, -87.5f, 89.0f, 1000.0f, inf, std::nanf(""), 0.0f, 1e30f, 3e38f};
   std::copy(std::begin(specials), std::end(specials), x.begin());
   exp_fn(x.data(), y.data());
   return y;
@@ -90,8 +90,65 @@ CATCH_TEST_CASE("TableExp: relative error under 2.5e-7 for |x| <= 2, 1.5e-6 on [
   const std::vector<float> y = special_values(table_exp);
   const float floor = std::exp(-87.0f);
   for (int i = 0; i < 3; ++i) CATCH_CHECK(std::fabs(y[i] / floor - 1) < 2e-6);  // clamped: normal, not 0
-  for (int i = 3; i < 6; ++i) CATCH_CHECK(std::isinf(y[i]));                   // overflows like expf
+  for (int i = 3; i < 6; ++i) CATCH_CHECK((std::isinf(y[i]) && y[i] > 0));  // overflows like expf
   CATCH_CHECK(std::isnan(y[6]));
   CATCH_CHECK(y[7] == 1.0f);
+  // Unclamped, rounding x log2(e) that large leaves a remainder the polynomial turns negative: -inf.
+  for (int i = 8; i < 10; ++i) CATCH_CHECK((std::isinf(y[i]) && y[i] > 0));
+}
+#endif
+
+#if MAMBA_CPU_AVX512_PATH
+namespace {
+// 2^(dt a) by one of the forward's decays, for n pairs; returns the worst relative error against exp2 of the
+// exact product in double.
+template <typename Decay>
+double worst_decay_error(const std::vector<float>& dt, const std::vector<float>& a, std::vector<float>& y) {
+  double worst = 0;
+  for (size_t i = 0; i + W <= dt.size(); i += W) {
+    Simd<float>::store(y.data() + i, Decay()(Simd<float>::load(dt.data() + i), Simd<float>::load(a.data() + i)));
+  }
+  for (size_t i = 0; i < dt.size() / W * W; ++i) {
+    const double want = std::exp2(static_cast<double>(dt[i]) * static_cast<double>(a[i]));
+    worst = std::max(worst, std::fabs((static_cast<double>(y[i]) - want) / want));
+  }
+  return worst;
+}
+__attribute__((target("avx512f"), flatten)) double exp2_decay_error(const std::vector<float>& dt,
+                                                                   const std::vector<float>& a, std::vector<float>& y) {
+  return worst_decay_error<mamba_ext::cpu::Exp2Decay>(dt, a, y);
+}
+__attribute__((target("avx512f"), flatten)) double clamped_decay_error(const std::vector<float>& dt,
+                                                                      const std::vector<float>& a,
+                                                                      std::vector<float>& y) {
+  return worst_decay_error<mamba_ext::cpu::Exp2DecayClamped>(dt, a, y);
+}
+}  // namespace
+
+CATCH_TEST_CASE("Exp2Decay and Exp2DecayClamped: 2^(dt a) accurate on [-125, 125], clamped outside", "[cpu_exp]") {
+  if (!__builtin_cpu_supports("avx512f")) {
+    CATCH_WARN("this CPU has no AVX-512F: the AVX-512 decays are not used here and not checked");
+    return;
+  }
+  // Products over [-125, 125], Exp2Decay's range: dt in [0, 5], a in [-25, 25].
+  const int64_t n = 1 << 18;
+  std::vector<float> dt(n), a(n), y(n);
+  for (int64_t i = 0; i < n; ++i) {
+    dt[i] = 5.0f * static_cast<float>(i % 1021) / 1020.0f;
+    a[i] = -25.0f + 50.0f * static_cast<float>(i / 1021) / static_cast<float>(n / 1021);
+  }
+  CATCH_CHECK(exp2_decay_error(dt, a, y) < 2.5e-7);  // the product is exact inside the FMAs
+  // The clamped decay rounds dt a to float first, which moves 2^(dt a) by up to 125 * 6e-8 * ln 2 = 5.2e-6.
+  CATCH_CHECK(clamped_decay_error(dt, a, y) < 5.5e-6);
+  // Outside it the clamped decay stays normal below (2^-125 for -inf and -3e29) and overflows to +inf above;
+  // NaN stays NaN.
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> d16(W, 1.0f), a16(W, 0.0f), y16(W);
+  const float specials[] = {-inf, -3e29f, -130.0f, 130.0f, 3e29f, inf, std::nanf("")};
+  std::copy(std::begin(specials), std::end(specials), a16.begin());
+  clamped_decay_error(d16, a16, y16);
+  for (int i = 0; i < 3; ++i) CATCH_CHECK(std::fabs(y16[i] / std::exp2(-125.0f) - 1) < 1e-6);
+  for (int i = 3; i < 6; ++i) CATCH_CHECK((std::isinf(y16[i]) && y16[i] > 0));
+  CATCH_CHECK(std::isnan(y16[6]));
 }
 #endif
