@@ -74,11 +74,12 @@ def run_once(impl, t, mode):
 def median_ms(impl, shape, mode, reps):
     t = make_inputs(*shape, grad=mode == "fwd+bwd")
     ctx = torch.no_grad() if mode == "fwd" else torch.enable_grad()
-    # Warm-up: three calls of ours. Right after machine_rates (a matmul on the BLAS threads) the first ten
-    # forwards at (1, 1536, 2048) measured 9.5 ms against 7.4 after one more call; one call of the slow loop
-    # outlasts that transient.
+    # Warm-up: at least 0.5 s of calls (one of the slow loop). Right after machine_rates the BLAS threads of
+    # its matmul still spin on the 2 cores for a while: forwards at (1, 1536, 2048) measured 8.9 ms there
+    # after three warm-up calls, against 5.9 ms in a process without the matmul.
     with ctx:
-        for _ in range(3 if impl == "ours" else 1):
+        warm_until = time.perf_counter() + 0.5
+        while time.perf_counter() < warm_until:
             run_once(impl, t, mode)
         times = []
         for _ in range(reps):

@@ -11,6 +11,7 @@
 // input-dependent B/C ([t][n]), 0 for a constant row; dB and dC are accumulated through the same strides.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
@@ -160,6 +161,14 @@ struct TableExp {
   }
 };
 
+// dst[t] = src[t] for t < n with non-temporal stores where dst is 64-byte aligned: no read of the old line.
+__attribute__((target("avx512f"))) inline void stream_row(const float* src, int64_t n, float* dst) {
+  int64_t t = 0;
+  for (; t < n && (reinterpret_cast<uintptr_t>(dst + t) & 63); ++t) dst[t] = src[t];
+  for (; t + 16 <= n; t += 16) _mm512_stream_ps(dst + t, _mm512_loadu_ps(src + t));
+  for (; t < n; ++t) dst[t] = src[t];
+}
+
 // Whether fp32 work takes the AVX-512 builds with TableExp (forward recurrence, softplus and gate, backward
 // recompute): the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is unset (the tests set it in a subprocess to check the portable path on an AVX-512 machine).
 inline bool cpu_has_avx512f() {
@@ -167,6 +176,12 @@ inline bool cpu_has_avx512f() {
   return has;
 }
 #endif
+
+// Addresses of cache lines to prefetch during a loop.
+struct Prefetches {
+  const char* const* lines = nullptr;
+  int64_t count = 0;
+};
 
 // Decays of the forward recurrence, exp(dt A[n]), from a step's dt and a row a of the state's A.
 // PortableDecay: a = A, for every build.
@@ -220,16 +235,22 @@ MAMBA_INLINE void lanes_state_step(int64_t t, int64_t n, typename Simd<acc_t>::v
 // h[n * W + l]) enters as the state before the chunk and leaves as the state after it; dt, dtu and y are
 // len x W; y[t] = sum_n C[t,n] h_t[n] (without the D skip term). B (and C) are either input-dependent,
 // shared by the lanes (B[t * B_t_stride + n]), or constant per lane (B[n * W + l]). A is N x W.
+// prefetch: cache lines the caller reads next, asked for a few per step so that the requests never fill the
+// core's line-fill buffers (a burst of them stalls until memory answers).
 // The loop is written once; scan_chunk_forward_lanes compiles it with PortableDecay for every target,
 // scan_chunk_forward_lanes_avx512 with Exp2Decay (or Exp2DecayClamped) for AVX-512 (fp32 only).
 template <typename acc_t, bool kVariableB, bool kVariableC, typename Decay>
 MAMBA_INLINE void forward_lanes_loop(int64_t len, int64_t N, const acc_t* __restrict dt, const acc_t* __restrict dtu,
                                      const acc_t* __restrict B, int64_t B_t_stride, const acc_t* __restrict C,
                                      int64_t C_t_stride, const acc_t* __restrict A, acc_t* __restrict h,
-                                     acc_t* __restrict y) {
+                                     acc_t* __restrict y, const Prefetches& prefetch) {
   using S = Simd<acc_t>;
   constexpr int64_t W = S::kWidth;
+  const int64_t lines_per_step = len > 0 ? (prefetch.count + len - 1) / len : 0;
   for (int64_t t = 0; t < len; ++t) {
+    for (int64_t i = t * lines_per_step; i < std::min(prefetch.count, (t + 1) * lines_per_step); ++i) {
+      __builtin_prefetch(prefetch.lines[i]);
+    }
     const auto dt_t = S::load(dt + t * W), dtu_t = S::load(dtu + t * W);
     typename S::vec acc0{}, acc1{};  // two sums: the additions of consecutive states can overlap
     int64_t n = 0;
@@ -252,9 +273,9 @@ MAMBA_CPU_CLONES void scan_chunk_forward_lanes(int64_t len, int64_t N, const acc
                                                const acc_t* __restrict dtu, const acc_t* __restrict B,
                                                int64_t B_t_stride, const acc_t* __restrict C, int64_t C_t_stride,
                                                const acc_t* __restrict A, acc_t* __restrict h,
-                                               acc_t* __restrict y) {
+                                               acc_t* __restrict y, const Prefetches& prefetch) {
   forward_lanes_loop<acc_t, kVariableB, kVariableC, PortableDecay>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride,
-                                                                   A, h, y);
+                                                                   A, h, y, prefetch);
 }
 
 #if MAMBA_CPU_AVX512_PATH
@@ -290,17 +311,17 @@ template <bool kVariableB, bool kVariableC>
 __attribute__((target("avx512f"), flatten)) void scan_chunk_forward_lanes_avx512(
     int64_t len, int64_t N, const float* __restrict dt, const float* __restrict dtu, const float* __restrict B,
     int64_t B_t_stride, const float* __restrict C, int64_t C_t_stride, const float* __restrict A,
-    float* __restrict h, float* __restrict y) {
+    float* __restrict h, float* __restrict y, const Prefetches& prefetch) {
   alignas(64) float a[256 * 16];
   for (int64_t i = 0; i < N * 16; i += 16) {
     _mm512_store_ps(a + i, _mm512_mul_ps(_mm512_loadu_ps(A + i), _mm512_set1_ps(1.44269504088896341f)));
   }
   if (decay_products_in_range(len, N, dt, a)) {
     forward_lanes_loop<float, kVariableB, kVariableC, Exp2Decay>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, a,
-                                                                 h, y);
+                                                                 h, y, prefetch);
   } else {
     forward_lanes_loop<float, kVariableB, kVariableC, Exp2DecayClamped>(len, N, dt, dtu, B, B_t_stride, C,
-                                                                        C_t_stride, a, h, y);
+                                                                        C_t_stride, a, h, y, prefetch);
   }
 }
 #endif

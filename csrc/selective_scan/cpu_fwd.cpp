@@ -119,31 +119,31 @@ void restart_lanes(const SelectiveScanParams& p, int64_t b, int64_t t, int64_t d
 // else the portable one (target clones).
 template <typename acc_t, bool kVariableB, bool kVariableC>
 void forward_lanes(int64_t len, int64_t N, const acc_t* dt, const acc_t* dtu, const acc_t* B, const acc_t* C,
-                   const acc_t* A, acc_t* h, acc_t* y) {
+                   const acc_t* A, acc_t* h, acc_t* y, const cpu::Prefetches& prefetch) {
   const int64_t B_t_stride = kVariableB ? N : 0, C_t_stride = kVariableC ? N : 0;
 #if MAMBA_CPU_AVX512_PATH
   if constexpr (std::is_same_v<acc_t, float>) {
     if (cpu::cpu_has_avx512f()) {
       cpu::scan_chunk_forward_lanes_avx512<kVariableB, kVariableC>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A,
-                                                                   h, y);
+                                                                   h, y, prefetch);
       return;
     }
   }
 #endif
   cpu::scan_chunk_forward_lanes<acc_t, kVariableB, kVariableC>(len, N, dt, dtu, B, B_t_stride, C, C_t_stride, A, h,
-                                                               y);
+                                                               y, prefetch);
 }
 
 // The recurrence over one piece of a chunk for one group, with B/C input-dependent or constant.
 template <typename acc_t>
 void scan_piece(const SelectiveScanParams& p, int64_t len, const acc_t* dt, const acc_t* dtu, const acc_t* B,
-                const acc_t* C, const acc_t* A, acc_t* h, acc_t* y) {
+                const acc_t* C, const acc_t* A, acc_t* h, acc_t* y, const cpu::Prefetches& prefetch) {
   const int64_t N = p.dstate;
   const bool vb = p.is_variable_B, vc = p.is_variable_C;
-  if (vb && vc) forward_lanes<acc_t, true, true>(len, N, dt, dtu, B, C, A, h, y);
-  if (vb && !vc) forward_lanes<acc_t, true, false>(len, N, dt, dtu, B, C, A, h, y);
-  if (!vb && vc) forward_lanes<acc_t, false, true>(len, N, dt, dtu, B, C, A, h, y);
-  if (!vb && !vc) forward_lanes<acc_t, false, false>(len, N, dt, dtu, B, C, A, h, y);
+  if (vb && vc) forward_lanes<acc_t, true, true>(len, N, dt, dtu, B, C, A, h, y, prefetch);
+  if (vb && !vc) forward_lanes<acc_t, true, false>(len, N, dt, dtu, B, C, A, h, y, prefetch);
+  if (!vb && vc) forward_lanes<acc_t, false, true>(len, N, dt, dtu, B, C, A, h, y, prefetch);
+  if (!vb && !vc) forward_lanes<acc_t, false, false>(len, N, dt, dtu, B, C, A, h, y, prefetch);
 }
 
 // One group of channels (d0 .. d0 + count, lanes of the scratch at off) over chunk c, steps [t0, t0 + len).
@@ -161,7 +161,7 @@ struct NextRows {
 template <typename input_t, typename acc_t>
 MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, ForwardScratch<acc_t> s, int64_t T,
                                     const GroupChunk& k, const NextRows& next, const acc_t* B, const acc_t* C,
-                                    cpu::Pieces& pieces) {
+                                    cpu::Pieces& pieces, std::vector<const char*>& lines) {
   constexpr int64_t W = cpu::Simd<acc_t>::kWidth;
   const int64_t N = p.dstate, t0 = k.t0, len = k.len;
   acc_t* h = s.states + k.off;
@@ -170,17 +170,30 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
     store_lanes(h, k.count, N, chunk_states + ((b * p.dim + k.d0) * p.n_chunks + k.c) * N, p.n_chunks * N);
   }
   // Rows are visited a few chunks at a time with the task's other channels in between, which the hardware
-  // prefetcher cannot follow. While this chunk computes, ask for what comes next, a row at a time: its z
-  // (read after the scan), its output (written then), and the next rows' u and delta. A/B (v8): forward -8%
-  // at (1, 1536, 2048), -20% at (8, 768, 1024); asking for a whole group at once gained nothing.
+  // prefetcher cannot follow. The scan asks for what comes after it (cpu::Prefetches): the rows' z (read after
+  // the scan) and output (written then; a read prefetch leaves the line exclusive, ready for the store), and
+  // the next rows' u and delta. A/B (v8): forward -8% at (1, 1536, 2048), -20% at (8, 768, 1024) with the
+  // requests issued here a row at a time; spread over the scan's steps (v12) they no longer stall on the
+  // line-fill buffers, where perf had found ~10% of the forward.
+  lines.clear();
+  // fp32 output rows go out with non-temporal stores (cpu::stream_row) where AVX-512 runs: the lines are not
+  // read first, and not prefetched. A/B (v12): forward -0.3 ms at (8, 768, 1024), unchanged at (1, 1536, 2048).
+#if MAMBA_CPU_AVX512_PATH
+  const bool stream_out = std::is_same_v<input_t, float> && cpu::cpu_has_avx512f();
+#else
+  constexpr bool stream_out = false;
+#endif
   for (int64_t l = 0; l < k.count; ++l) {
     const int64_t d = k.d0 + l;
-    if (p.z_ptr) cpu::prefetch_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len);
-    cpu::prefetch_row<input_t, true>(p.out_ptr, p.out_batch_stride, p.out_dim_stride, b, d, t0, len);
+    if (p.z_ptr) cpu::append_row_lines<input_t>(lines, p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len);
+    if (!stream_out) {
+      cpu::append_row_lines<input_t>(lines, p.out_ptr, p.out_batch_stride, p.out_dim_stride, b, d, t0, len);
+    }
     if (l < next.count) {
-      cpu::prefetch_row<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, b, next.d + l, next.t, next.len);
-      cpu::prefetch_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, next.d + l, next.t,
-                                 next.len);
+      cpu::append_row_lines<input_t>(lines, p.u_ptr, p.u_batch_stride, p.u_dim_stride, b, next.d + l, next.t,
+                                     next.len);
+      cpu::append_row_lines<input_t>(lines, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, next.d + l,
+                                     next.t, next.len);
     }
     cpu::discretize_row<input_t>(p, b, d, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
   }
@@ -189,9 +202,12 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
   for (int64_t i = 0; i < pieces.count(); ++i) {
     const int64_t ts = pieces.start[i];
     if (pieces.restart[i]) restart_lanes(p, b, t0 + ts, k.d0, k.count, h);
+    // Every piece asks for the lines in proportion to its length.
+    const int64_t n_lines = static_cast<int64_t>(lines.size());
+    const int64_t first = n_lines * ts / len, last = n_lines * (ts + pieces.length(i)) / len;
     scan_piece(p, pieces.length(i), s.dt_lanes + ts * W, s.dtu_lanes + ts * W,
                p.is_variable_B ? B + ts * N : B, p.is_variable_C ? C + ts * N : C, s.A + k.off, h,
-               s.y_lanes + ts * W);
+               s.y_lanes + ts * W, cpu::Prefetches{lines.data() + first, last - first});
   }
   lanes_to_rows(s.y_lanes, T, len, k.count, s.y);
   for (int64_t l = 0; l < k.count; ++l) {
@@ -201,6 +217,14 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
     const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
     cpu::gate_forward<acc_t>(cpu::round_up(len, W), D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
     auto* out = static_cast<input_t*>(p.out_ptr) + b * p.out_batch_stride + d * p.out_dim_stride + t0;
+#if MAMBA_CPU_AVX512_PATH
+    if constexpr (std::is_same_v<input_t, float>) {
+      if (stream_out) {
+        cpu::stream_row(y, len, out);
+        continue;
+      }
+    }
+#endif
     for (int64_t t = 0; t < len; ++t) out[t] = static_cast<input_t>(y[t]);
   }
 }
@@ -233,6 +257,7 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
     return c < p.n_chunks ? std::min(p.chunk_size, p.seqlen - c * p.chunk_size) : int64_t(0);
   };
   cpu::Pieces pieces;
+  std::vector<const char*> lines;  // to prefetch during a chunk's scan
   const int64_t visit = ForwardScratch<acc_t>::visit_chunks(T, N);
   for (int64_t c0 = 0; c0 < p.n_chunks; c0 += visit) {
     const int64_t c1 = std::min(p.n_chunks, c0 + visit), s0 = c0 * p.chunk_size;
@@ -251,7 +276,8 @@ MAMBA_CPU_CLONES void forward_task(const SelectiveScanParams& p, const cpu::Task
         const NextRows next{dn, cn * p.chunk_size, chunk_len(cn), chunk_len(cn) > 0 ? std::min(W, r.d_end - dn) : 0};
         forward_chunk<input_t, acc_t>(p, r.b, s, T, GroupChunk{d0, std::min(W, r.d_end - d0), off, c, t0, chunk_len(c)},
                                       next, p.is_variable_B ? s.B_chunk + (t0 - s0) * N : s.B_lanes + off,
-                                      p.is_variable_C ? s.C_chunk + (t0 - s0) * N : s.C_lanes + off, pieces);
+                                      p.is_variable_C ? s.C_chunk + (t0 - s0) * N : s.C_lanes + off, pieces,
+                                      lines);
       }
     }
   }
@@ -272,6 +298,9 @@ void forward_kernel(const SelectiveScanParams& p) {
       forward_task<input_t, acc_t>(p, cpu::task_range(p, task, splits), ForwardScratch<acc_t>(buf, groups, T, p.dstate),
                                    T);
     }
+#if MAMBA_CPU_AVX512_PATH
+    _mm_sfence();  // the output's non-temporal stores are visible before the thread reports its work done
+#endif
   });
 }
 

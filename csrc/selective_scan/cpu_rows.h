@@ -68,15 +68,17 @@ inline void load_row(const void* base, int64_t batch_stride, int64_t dim_stride,
   for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<acc_t>(src[t]);
 }
 
-// Asks the cache for steps [t0, t0 + len) of row (b, d) of a (batch, dim, seqlen) tensor, ahead of its use
-// (kWrite: to be written).
-template <typename input_t, bool kWrite = false>
-inline void prefetch_row(const void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d,
-                         int64_t t0, int64_t len) {
-  constexpr int64_t kLine = 64 / sizeof(input_t);  // elements per cache line
-  const auto* row = static_cast<const input_t*>(base) + b * batch_stride + d * dim_stride + t0;
-  for (int64_t t = 0; t < len; t += kLine) __builtin_prefetch(row + t, kWrite);
-  __builtin_prefetch(row + len - 1, kWrite);  // the last line when the steps do not start on a line
+// Appends the cache lines of steps [t0, t0 + len) of row (b, d) of a (batch, dim, seqlen) tensor to lines:
+// addresses to prefetch a few at a time during later work (forward_lanes_loop spreads them over its steps).
+template <typename input_t>
+inline void append_row_lines(std::vector<const char*>& lines, const void* base, int64_t batch_stride,
+                             int64_t dim_stride, int64_t b, int64_t d, int64_t t0, int64_t len) {
+  if (len <= 0) return;
+  const auto* first = static_cast<const input_t*>(base) + b * batch_stride + d * dim_stride + t0;
+  const auto last = reinterpret_cast<uintptr_t>(first + len - 1);
+  for (uintptr_t line = reinterpret_cast<uintptr_t>(first) & ~uintptr_t(63); line <= last; line += 64) {
+    lines.push_back(reinterpret_cast<const char*>(line));
+  }
 }
 
 // Discretization of one row chunk: u, x = delta + delta_bias (the argument of the optional softplus),

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "selective_scan/cpu_chunk.h"
+#include "selective_scan/cpu_elementwise.h"
 
 namespace {
 
@@ -152,3 +153,56 @@ CATCH_TEST_CASE("Exp2Decay and Exp2DecayClamped: 2^(dt a) accurate on [-125, 125
   CATCH_CHECK(std::isnan(y16[6]));
 }
 #endif
+
+// softplus: the portable vsoftplus and the AVX-512 build's division-free vsoftplus_avx512 against
+// log1p(exp(x)) in double (x itself above 20, the reference's threshold).
+namespace {
+double softplus_reference(float x) { return x > 20.0f ? x : std::log1p(std::exp(static_cast<double>(x))); }
+
+template <typename SoftplusFn>
+double worst_softplus_error(SoftplusFn fn, float lo, float hi, int64_t n) {
+  std::vector<float> x(n), y(n);
+  for (int64_t i = 0; i < n; ++i) x[i] = lo + (hi - lo) * static_cast<float>(i) / static_cast<float>(n - 1);
+  for (int64_t i = 0; i + W <= n; i += W) fn(x.data() + i, y.data() + i);
+  double worst = 0;
+  for (int64_t i = 0; i < n / W * W; ++i) {
+    const double want = softplus_reference(x[i]);
+    worst = std::max(worst, std::fabs((static_cast<double>(y[i]) - want) / want));
+  }
+  return worst;
+}
+
+void portable_softplus(const float* x, float* y) {
+  Simd<float>::store(y, mamba_ext::cpu::vsoftplus(Simd<float>::load(x)));
+}
+#if MAMBA_CPU_AVX512_PATH
+__attribute__((target("avx512f"), flatten)) void avx512_softplus(const float* x, float* y) {
+  Simd<float>::store(y, mamba_ext::cpu::vsoftplus_avx512(Simd<float>::load(x)));
+}
+#endif
+}  // namespace
+
+CATCH_TEST_CASE("vsoftplus and vsoftplus_avx512: relative error under 5e-7 on [-20, 80]", "[cpu_exp]") {
+  // 2^20 points hit every one of the 32 bins of vsoftplus_avx512's log table many times.
+  CATCH_CHECK(worst_softplus_error(portable_softplus, -80.0f, 80.0f, 1 << 20) < 5e-7);  // measured 3.7e-7
+  CATCH_CHECK(worst_softplus_error(portable_softplus, -1.0f, 1.0f, 1 << 16) < 5e-7);
+#if MAMBA_CPU_AVX512_PATH
+  if (!__builtin_cpu_supports("avx512f")) {
+    CATCH_WARN("this CPU has no AVX-512F: vsoftplus_avx512 is not used here and not checked");
+    return;
+  }
+  CATCH_CHECK(worst_softplus_error(avx512_softplus, -20.0f, 80.0f, 1 << 20) < 5e-7);  // measured 4.2e-7
+  CATCH_CHECK(worst_softplus_error(avx512_softplus, -1.0f, 1.0f, 1 << 16) < 5e-7);
+  // Below -20 softplus(x) ~ exp(x), and TableExp's error grows with |x| (1.2e-6 at -80, see above).
+  CATCH_CHECK(worst_softplus_error(avx512_softplus, -80.0f, -20.0f, 1 << 18) < 1.5e-6);
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> x(W, 0.0f), y(W);
+  const float specials[] = {0.0f, 20.0f, 21.0f, 1e30f, inf, std::nanf(""), -inf};
+  std::copy(std::begin(specials), std::end(specials), x.begin());
+  avx512_softplus(x.data(), y.data());
+  CATCH_CHECK(std::fabs(y[0] / std::log(2.0) - 1) < 2e-7);
+  for (int i = 1; i < 5; ++i) CATCH_CHECK(y[i] == x[i]);
+  CATCH_CHECK(std::isnan(y[5]));
+  CATCH_CHECK((y[6] >= 0.0f && y[6] < 1e-37f));  // exp clamped at -87: 1.6e-38 for softplus(-inf) = 0
+#endif
+}
