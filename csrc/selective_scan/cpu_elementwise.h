@@ -92,13 +92,13 @@ MAMBA_INLINE vec vsigmoid(vec x) {
   return 1.0f / (Exp()(-x) + 1.0f);
 }
 
-// dt = softplus?(x) and dtu = dt * u, x = delta + delta_bias.
+// dt = softplus?(x + bias) and dtu = dt * u (x: delta, or delta + delta_bias already, with bias 0).
 template <typename acc_t, typename Exp>
 MAMBA_INLINE void discretize_loop(int64_t n, bool softplus, const acc_t* __restrict u, const acc_t* __restrict x,
-                                  acc_t* __restrict dt, acc_t* __restrict dtu) {
+                                  acc_t bias, acc_t* __restrict dt, acc_t* __restrict dtu) {
   using S = Simd<acc_t>;
   for (int64_t i = 0; i < n; i += S::kWidth) {
-    auto v = S::load(x + i);
+    auto v = S::load(x + i) + bias;
 #if MAMBA_CPU_AVX512_PATH
     if constexpr (std::is_same_v<Exp, TableExp>) {
       if (softplus) v = vsoftplus_avx512(v);
@@ -129,8 +129,9 @@ MAMBA_INLINE void gate_forward_loop(int64_t n, acc_t D, const acc_t* __restrict 
 // inlines TableExp, an AVX-512 function). A/B (forward, 2 threads): see docs/performance.md, v10.
 template <typename acc_t>
 MAMBA_CPU_CLONES void discretize_portable(int64_t n, bool softplus, const acc_t* __restrict u,
-                                          const acc_t* __restrict x, acc_t* __restrict dt, acc_t* __restrict dtu) {
-  discretize_loop<acc_t, PortableExp>(n, softplus, u, x, dt, dtu);
+                                          const acc_t* __restrict x, acc_t bias, acc_t* __restrict dt,
+                                          acc_t* __restrict dtu) {
+  discretize_loop<acc_t, PortableExp>(n, softplus, u, x, bias, dt, dtu);
 }
 template <typename acc_t>
 MAMBA_CPU_CLONES void gate_forward_portable(int64_t n, acc_t D, const acc_t* __restrict u, const acc_t* __restrict z,
@@ -140,9 +141,9 @@ MAMBA_CPU_CLONES void gate_forward_portable(int64_t n, acc_t D, const acc_t* __r
 #if MAMBA_CPU_AVX512_PATH
 __attribute__((target("avx512f"), flatten)) inline void discretize_avx512(int64_t n, bool softplus,
                                                                         const float* __restrict u,
-                                                                        const float* __restrict x,
+                                                                        const float* __restrict x, float bias,
                                                                         float* __restrict dt, float* __restrict dtu) {
-  discretize_loop<float, TableExp>(n, softplus, u, x, dt, dtu);
+  discretize_loop<float, TableExp>(n, softplus, u, x, bias, dt, dtu);
 }
 __attribute__((target("avx512f"), flatten)) inline void gate_forward_avx512(int64_t n, float D,
                                                                           const float* __restrict u,
@@ -154,13 +155,14 @@ __attribute__((target("avx512f"), flatten)) inline void gate_forward_avx512(int6
 
 // The AVX-512 build for fp32 where the CPU has it (cpu_has_avx512f), else the clones.
 template <typename acc_t>
-inline void discretize(int64_t n, bool softplus, const acc_t* u, const acc_t* x, acc_t* dt, acc_t* dtu) {
+inline void discretize(int64_t n, bool softplus, const acc_t* u, const acc_t* x, acc_t bias, acc_t* dt,
+                       acc_t* dtu) {
 #if MAMBA_CPU_AVX512_PATH
   if constexpr (std::is_same_v<acc_t, float>) {
-    if (cpu_has_avx512f()) return discretize_avx512(n, softplus, u, x, dt, dtu);
+    if (cpu_has_avx512f()) return discretize_avx512(n, softplus, u, x, bias, dt, dtu);
   }
 #endif
-  discretize_portable<acc_t>(n, softplus, u, x, dt, dtu);
+  discretize_portable<acc_t>(n, softplus, u, x, bias, dt, dtu);
 }
 template <typename acc_t>
 inline void gate_forward(int64_t n, acc_t D, const acc_t* u, const acc_t* z, acc_t* y) {

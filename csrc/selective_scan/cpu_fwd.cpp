@@ -176,6 +176,7 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
   // requests issued here a row at a time; spread over the scan's steps (v12) they no longer stall on the
   // line-fill buffers, where perf had found ~10% of the forward.
   lines.clear();
+  const acc_t* u_rows[W];
   // fp32 output rows go out with non-temporal stores (cpu::stream_row) where AVX-512 runs: the lines are not
   // read first, and not prefetched. A/B (v12): forward -0.3 ms at (8, 768, 1024), unchanged at (1, 1536, 2048).
 #if MAMBA_CPU_AVX512_PATH
@@ -195,7 +196,13 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
       cpu::append_row_lines<input_t>(lines, p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, next.d + l,
                                      next.t, next.len);
     }
-    cpu::discretize_row<input_t>(p, b, d, t0, len, s.u + l * T, s.x + l * T, s.dt + l * T, s.dtu + l * T);
+    // u and delta read where they lie (fp32 chunks of whole vectors), else converted into the scratch rows.
+    u_rows[l] = cpu::row_view<input_t>(p.u_ptr, p.u_batch_stride, p.u_dim_stride, b, d, t0, len, s.u + l * T);
+    const acc_t* delta = cpu::row_view<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, d, t0,
+                                                len, s.x + l * T);
+    const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
+    cpu::discretize<acc_t>(cpu::round_up(len, W), p.delta_softplus, u_rows[l], delta, bias, s.dt + l * T,
+                           s.dtu + l * T);
   }
   rows_to_lanes(s.dt, T, len, k.count, s.dt_lanes);
   rows_to_lanes(s.dtu, T, len, k.count, s.dtu_lanes);
@@ -213,9 +220,10 @@ MAMBA_CPU_CLONES void forward_chunk(const SelectiveScanParams& p, int64_t b, For
   for (int64_t l = 0; l < k.count; ++l) {
     const int64_t d = k.d0 + l;
     acc_t* y = s.y + l * T;
-    if (p.z_ptr) cpu::load_row<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len, s.z);
+    const acc_t* z =
+        p.z_ptr ? cpu::row_view<input_t>(p.z_ptr, p.z_batch_stride, p.z_dim_stride, b, d, t0, len, s.z) : nullptr;
     const acc_t D = p.D_ptr ? static_cast<const acc_t*>(p.D_ptr)[d] : acc_t(0);
-    cpu::gate_forward<acc_t>(cpu::round_up(len, W), D, s.u + l * T, p.z_ptr ? s.z : nullptr, y);
+    cpu::gate_forward<acc_t>(cpu::round_up(len, W), D, u_rows[l], z, y);
     auto* out = static_cast<input_t*>(p.out_ptr) + b * p.out_batch_stride + d * p.out_dim_stride + t0;
 #if MAMBA_CPU_AVX512_PATH
     if constexpr (std::is_same_v<input_t, float>) {

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "selective_scan/cpu_elementwise.h"
@@ -60,12 +61,31 @@ inline void load_padded_rows(const void* src, int64_t d_begin, int64_t K, int64_
   }
 }
 
+// Steps t0.. of row (b, d) of a (batch, dim, seqlen) tensor (steps are contiguous).
+template <typename input_t>
+inline const input_t* row_at(const void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d,
+                             int64_t t0) {
+  return static_cast<const input_t*>(base) + b * batch_stride + d * dim_stride + t0;
+}
+
 // Converts one row chunk of a (batch, dim, seqlen) input to the accumulation type: dst[t] = src[t].
 template <typename input_t, typename acc_t>
 inline void load_row(const void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d, int64_t t0,
                      int64_t len, acc_t* dst) {
-  const auto* src = static_cast<const input_t*>(base) + b * batch_stride + d * dim_stride + t0;
+  const input_t* src = row_at<input_t>(base, batch_stride, dim_stride, b, d, t0);
   for (int64_t t = 0; t < len; ++t) dst[t] = static_cast<acc_t>(src[t]);
+}
+
+// Row chunk (b, d, t0 .. t0 + len) of an input in the accumulation type, for loops over whole vectors: where it
+// lies when the types match and len is whole vectors, else converted (and padded) into scratch.
+template <typename input_t, typename acc_t>
+inline const acc_t* row_view(const void* base, int64_t batch_stride, int64_t dim_stride, int64_t b, int64_t d,
+                             int64_t t0, int64_t len, acc_t* scratch) {
+  if constexpr (std::is_same_v<input_t, acc_t>) {
+    if (len % Simd<acc_t>::kWidth == 0) return row_at<input_t>(base, batch_stride, dim_stride, b, d, t0);
+  }
+  load_row<input_t>(base, batch_stride, dim_stride, b, d, t0, len, scratch);
+  return scratch;
 }
 
 // Appends the cache lines of steps [t0, t0 + len) of row (b, d) of a (batch, dim, seqlen) tensor to lines:
@@ -90,7 +110,7 @@ inline void discretize_row(const SelectiveScanParams& p, int64_t b, int64_t d, i
   load_row<input_t>(p.delta_ptr, p.delta_batch_stride, p.delta_dim_stride, b, d, t0, len, x);
   const acc_t bias = p.delta_bias_ptr ? static_cast<const acc_t*>(p.delta_bias_ptr)[d] : acc_t(0);
   for (int64_t t = 0; t < len; ++t) x[t] += bias;
-  discretize<acc_t>(round_up(len, Simd<acc_t>::kWidth), p.delta_softplus, u, x, dt, dtu);
+  discretize<acc_t>(round_up(len, Simd<acc_t>::kWidth), p.delta_softplus, u, x, acc_t(0), dt, dtu);
 }
 
 // A of a task's channels, and B and C where they are constant, padded: each K x Np.
