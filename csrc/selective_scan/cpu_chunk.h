@@ -3,9 +3,9 @@
 // recompute and reverse pass vectorize one channel over the state dimension N, padded to a multiple of the
 // vector width with zeros in A, B, C and the state, which keeps the padded lanes at exactly zero. Each loop is
 // compiled three times (AVX-512, AVX2, baseline x86-64) by target_clones with the portable exp, and the loader
-// picks the best the machine supports; the fp32 forward recurrence and the backward's recompute also have an
-// AVX-512 build with TableExp, chosen at run time (cpu_has_avx512f). Instantiated for float (fp32/fp16/bf16
-// inputs) and double (fp64 inputs, for gradcheck).
+// picks the best the machine supports; the fp32 forward recurrence (Exp2Decay) and the backward's recompute
+// (TableExp) also have AVX-512 builds, chosen at run time (cpu_has_avx512f). Instantiated for float
+// (fp32/fp16/bf16 inputs) and double (fp64 inputs, for gradcheck).
 //
 // In the backward, B and C are read through a time stride: the padded width for a transposed chunk of
 // input-dependent B/C ([t][n]), 0 for a constant row; dB and dC are accumulated through the same strides.
@@ -169,8 +169,9 @@ __attribute__((target("avx512f"))) inline void stream_row(const float* src, int6
   for (; t < n; ++t) dst[t] = src[t];
 }
 
-// Whether fp32 work takes the AVX-512 builds with TableExp (forward recurrence, softplus and gate, backward
-// recompute): the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is unset (the tests set it in a subprocess to check the portable path on an AVX-512 machine).
+// Whether fp32 work takes the AVX-512 builds (forward recurrence, softplus and gate, backward recompute, the
+// forward's non-temporal output): the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is unset (the tests set
+// it in a subprocess to check the portable path on an AVX-512 machine).
 inline bool cpu_has_avx512f() {
   static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("MAMBA_EXT_DISABLE_AVX512") == nullptr;
   return has;
@@ -256,13 +257,13 @@ MAMBA_INLINE void forward_lanes_loop(int64_t len, int64_t N, const acc_t* __rest
     int64_t n = 0;
     for (; n + 1 < N; n += 2) {
       lanes_state_step<acc_t, kVariableB, kVariableC, Decay>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
-                                                           acc0);
+                                                             acc0);
       lanes_state_step<acc_t, kVariableB, kVariableC, Decay>(t, n + 1, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A,
-                                                           h, acc1);
+                                                             h, acc1);
     }
     if (n < N) {
       lanes_state_step<acc_t, kVariableB, kVariableC, Decay>(t, n, dt_t, dtu_t, B, B_t_stride, C, C_t_stride, A, h,
-                                                           acc0);
+                                                             acc0);
     }
     S::store(y + t * W, acc0 + acc1);
   }

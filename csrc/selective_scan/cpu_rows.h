@@ -101,8 +101,9 @@ inline void append_row_lines(std::vector<const char*>& lines, const void* base, 
   }
 }
 
-// Discretization of one row chunk: u, x = delta + delta_bias (the argument of the optional softplus),
-// dt = softplus?(x) and dtu = dt * u. Buffers hold len rounded up to whole vectors.
+// Discretization of one row chunk for the backward, which keeps x for softplus': u, x = delta + delta_bias
+// (the argument of the optional softplus), dt = softplus?(x) and dtu = dt * u, converted into its buffers
+// (len rounded up to whole vectors). The forward reads the rows through row_view instead.
 template <typename input_t, typename acc_t>
 inline void discretize_row(const SelectiveScanParams& p, int64_t b, int64_t d, int64_t t0, int64_t len, acc_t* u,
                            acc_t* x, acc_t* dt, acc_t* dtu) {
