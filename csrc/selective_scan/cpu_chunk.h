@@ -1,219 +1,28 @@
-// Inner loops of the CPU selective scan over one chunk of time steps, with 64-byte GCC vector types (one
-// AVX-512 register: 16 floats or 8 doubles). The forward puts one channel in each lane; the backward's
-// recompute and reverse pass vectorize one channel over the state dimension N, padded to a multiple of the
-// vector width with zeros in A, B, C and the state, which keeps the padded lanes at exactly zero. Each loop is
-// compiled three times (AVX-512, AVX2, baseline x86-64) by target_clones with the portable exp, and the loader
-// picks the best the machine supports; the fp32 forward recurrence (Exp2Decay) and the backward's recompute
-// (TableExp) also have AVX-512 builds, chosen at run time (cpu_has_avx512f). Instantiated for float
-// (fp32/fp16/bf16 inputs) and double (fp64 inputs, for gradcheck).
+// Inner loops of the CPU selective scan over one chunk of time steps (vector types: cpu_simd.h, exps:
+// cpu_exp.h). The forward puts one channel in each lane; the backward's recompute and reverse pass vectorize
+// one channel over the state dimension N, padded to a multiple of the vector width with zeros in A, B, C and
+// the state, which keeps the padded lanes at exactly zero. Each loop is compiled by target_clones with the
+// portable exp; the fp32 forward recurrence (Exp2Decay) and the backward's recompute (TableExp) also have
+// AVX-512 builds, chosen at run time (cpu_has_avx512f). Instantiated for float (fp32/fp16/bf16 inputs) and
+// double (fp64 inputs, for gradcheck).
 //
 // In the backward, B and C are read through a time stride: the padded width for a transposed chunk of
 // input-dependent B/C ([t][n]), 0 for a constant row; dB and dC are accumulated through the same strides.
 #pragma once
 
 #include <algorithm>
-#include <cmath>
 #include <cstdint>
-#include <cstdlib>
-#include <cstring>
-#include <type_traits>
 
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#include <immintrin.h>
-#define MAMBA_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#define MAMBA_CPU_AVX512_PATH 1
-// GCC 12's AVX-512 intrinsics pass a deliberately undefined merge operand, which -Wmaybe-uninitialized
-// reports wherever they are inlined (GCC bug 105593). Off for this header's code (popped at its end).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#else
-#define MAMBA_CPU_CLONES
-#define MAMBA_CPU_AVX512_PATH 0
-#endif
-// Helpers must inline into each clone: called out of line they would use the baseline vector ABI.
-#define MAMBA_INLINE inline __attribute__((always_inline))
+#include "selective_scan/cpu_exp.h"
 
+MAMBA_AVX512_WARNINGS_OFF
 namespace mamba_ext::cpu {
-
-template <typename T>
-struct Simd {
-  static constexpr int64_t kWidth = 64 / sizeof(T);
-  typedef T vec __attribute__((vector_size(64)));
-  static MAMBA_INLINE vec load(const T* p) {
-    vec v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  }
-  static MAMBA_INLINE void store(T* p, vec v) { std::memcpy(p, &v, sizeof(v)); }
-  // Every lane x, as one broadcast: lane 0 shuffled everywhere. (vec{} + x compiles to a scalar add of 0,
-  // which x = -0 keeps from folding, and a broadcast; a loop over the lanes to 16 masked broadcasts.)
-  static MAMBA_INLINE vec splat(T x) {
-    typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> index_t;
-    typedef index_t index_vec __attribute__((vector_size(64)));
-    return __builtin_shuffle(vec{x}, index_vec{});
-  }
-  // Tree sum of the lanes: log2(width) shuffle+add pairs instead of a serial chain of width adds.
-  static MAMBA_INLINE T sum(vec v) {
-    typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> index_t;
-    typedef index_t index_vec __attribute__((vector_size(64)));
-    index_vec lane{};
-    for (int64_t i = 0; i < kWidth; ++i) lane[i] = static_cast<index_t>(i);
-    for (index_t s = kWidth / 2; s >= 1; s /= 2) v += __builtin_shuffle(v, lane ^ s);
-    return v[0];
-  }
-};
-
-// In-register transpose of a W x W block held as W vectors (W = the vector width): v[i][j] <-> v[j][i].
-// Level s exchanges bit s of the row index with bit s of the column index (the off-diagonal s x s blocks
-// of every 2s x 2s block); the levels commute and together transpose. W log2(W) two-input shuffles (64 for
-// 16 floats) instead of W * W scalar loads and stores.
-template <typename T>
-MAMBA_INLINE void transpose_block(typename Simd<T>::vec (&v)[Simd<T>::kWidth]) {
-  constexpr int64_t W = Simd<T>::kWidth;
-  typedef std::conditional_t<sizeof(T) == 4, int32_t, int64_t> index_t;
-  typedef index_t index_vec __attribute__((vector_size(64)));
-#pragma GCC unroll 4
-  for (int64_t s = W / 2; s >= 1; s /= 2) {
-    index_vec keep_low{}, keep_high{};  // indices >= W pick from the second operand
-    for (int64_t c = 0; c < W; ++c) {
-      keep_low[c] = static_cast<index_t>((c & s) ? W + c - s : c);
-      keep_high[c] = static_cast<index_t>((c & s) ? W + c : c + s);
-    }
-#pragma GCC unroll 16
-    for (int64_t i = 0; i < W; ++i) {
-      if (i & s) continue;
-      const auto a = v[i], b = v[i + s];
-      v[i] = __builtin_shuffle(a, b, keep_low);
-      v[i + s] = __builtin_shuffle(a, b, keep_high);
-    }
-  }
-}
-
-// n rounded up to a multiple of width (the padded state size, or a chunk length in whole vectors).
-inline int64_t round_up(int64_t n, int64_t width) { return (n + width - 1) / width * width; }
-
-// exp of 16 floats without a library call: x = k ln2 + r with |r| <= ln2/2, exp(r) by its degree-6 Taylor
-// polynomial (relative error < 2e-7), 2^k from the exponent bits. k is rounded with the 1.5 * 2^23 trick:
-// adding it leaves round(x / ln2) in the low mantissa bits, which a shift by 23 turns into 2^k's exponent.
-// Inputs below -87 (where exp underflows) give exp(-87) ~ 1.6e-38; NaN stays NaN.
-MAMBA_INLINE Simd<float>::vec vexp(Simd<float>::vec x) {
-  typedef int32_t ivec __attribute__((vector_size(64)));
-  constexpr float kRound = 12582912.0f;  // 1.5 * 2^23
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  const Simd<float>::vec t = x * 1.44269504088896341f + kRound, k = t - kRound;
-  const Simd<float>::vec r = (x - k * 0.693145751953125f) - k * 1.42860682030941723e-6f;
-  Simd<float>::vec p = r * (1.0f / 720.0f) + 1.0f / 120.0f;
-  p = p * r + 1.0f / 24.0f;
-  p = p * r + 1.0f / 6.0f;
-  p = p * r + 0.5f;
-  p = p * r + 1.0f;
-  p = p * r + 1.0f;
-  const ivec scale = (reinterpret_cast<ivec>(t) << 23) + 0x3f800000;  // (k + 127) << 23
-  return p * reinterpret_cast<Simd<float>::vec>(scale);
-}
-MAMBA_INLINE Simd<double>::vec vexp(Simd<double>::vec x) {
-  for (int64_t i = 0; i < Simd<double>::kWidth; ++i) x[i] = std::exp(x[i]);
-  return x;
-}
-struct PortableExp {
-  template <typename V>
-  MAMBA_INLINE V operator()(V x) const { return vexp(x); }
-};
-
-#if MAMBA_CPU_AVX512_PATH
-// exp of 16 floats for the AVX-512 loops in 11 vector ops, clamps included: x log2(e) = k + j/16 + f with
-// integer k, j in 0..15 and |f| <= 1/32, so exp(x) = 2^k 2^(j/16) 2^f.
-// - k + j/16 is rounded with 1.5 * 2^19 (a float of ulp 1/16): adding it leaves j in the sum's low 4
-//   mantissa bits, and vpermps reads the 16-entry table of 2^(j/16) (one register) with exactly those bits.
-// - 2^f = exp(f ln2) by its degree-3 Taylor polynomial (|f ln2| <= 0.0217: error < 1e-8).
-// - vscalefps multiplies by 2^floor(k + j/16) = 2^k.
-// x is clamped to [-87, 89]: the lower bound keeps results normal (denormal operands cost microcode
-// assists) and maps -inf to exp(-87); above 89 the result is inf, as it would be (beyond ~2^25 the rounding
-// would otherwise leave |f| large and the polynomial negative). Relative error against exp of the float
-// input (tests/cpp/test_cpu_exp.cpp): 1.8e-7 for |x| <= 2 (vexp: 2.4e-7), rising to 1.3e-6 at x = -87. That
-// comes from log2(e) rounded to float and stays below what the rounding of x itself (6e-8 relative) already
-// moves exp(x) there (5e-6).
-// Inlined only into functions compiled for AVX-512 (target + flatten), never into the portable clones.
-struct TableExp {
-  static constexpr float kRound = 786432.0f;  // 1.5 * 2^19
-  // 2^(kj + f), from kj = k + j/16, s = kj + kRound (j in its low mantissa bits) and |f| <= 1/32: 6 ops.
-  __attribute__((target("avx512f"))) static inline __m512 exp2_split(__m512 s, __m512 kj, __m512 f) {
-    __m512 p = _mm512_fmadd_ps(f, _mm512_set1_ps(0.0555041086648216f), _mm512_set1_ps(0.240226506959101f));
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(0.693147180559945f));  // (ln2)^3/6, (ln2)^2/2, ln2
-    p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(1.0f));
-    const __m512 table = _mm512_set_ps(  // 2^(j/16), j = 15 .. 0
-        1.9152065613971472f, 1.8340080864093424f, 1.7562521603732995f, 1.6817928305074290f, 1.6104903319492543f,
-        1.5422108254079407f, 1.4768261459394993f, 1.4142135623730951f, 1.3542555469368927f, 1.2968395546510096f,
-        1.2418578120734840f, 1.1892071150027210f, 1.1387886347566916f, 1.0905077326652577f, 1.0442737824274138f,
-        1.0f);
-    const __m512 two_j = _mm512_permutexvar_ps(_mm512_castps_si512(s), table);
-    return _mm512_scalef_ps(_mm512_mul_ps(p, two_j), kj);
-  }
-  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec v) const {
-    const __m512 log2e = _mm512_set1_ps(1.44269504088896341f), round = _mm512_set1_ps(kRound);
-    // min/max with x second: NaN stays NaN.
-    const __m512 x = _mm512_min_ps(_mm512_set1_ps(89.0f),
-                                   _mm512_max_ps(_mm512_set1_ps(-87.0f), reinterpret_cast<__m512>(v)));
-    const __m512 s = _mm512_fmadd_ps(x, log2e, round), kj = _mm512_sub_ps(s, round);
-    // One rounding (FMA): f carries the low bits of x log2(e) that the rounding to kj dropped.
-    return reinterpret_cast<Simd<float>::vec>(exp2_split(s, kj, _mm512_fmsub_ps(x, log2e, kj)));
-  }
-};
-
-// dst[t] = src[t] for t < n with non-temporal stores where dst is 64-byte aligned: no read of the old line.
-__attribute__((target("avx512f"))) inline void stream_row(const float* src, int64_t n, float* dst) {
-  int64_t t = 0;
-  for (; t < n && (reinterpret_cast<uintptr_t>(dst + t) & 63); ++t) dst[t] = src[t];
-  for (; t + 16 <= n; t += 16) _mm512_stream_ps(dst + t, _mm512_loadu_ps(src + t));
-  for (; t < n; ++t) dst[t] = src[t];
-}
-
-// Whether fp32 work takes the AVX-512 builds (forward recurrence, softplus and gate, backward recompute, the
-// forward's non-temporal output): the CPU runs AVX-512F, and MAMBA_EXT_DISABLE_AVX512 is unset (the tests set
-// it in a subprocess to check the portable path on an AVX-512 machine).
-inline bool cpu_has_avx512f() {
-  static const bool has = __builtin_cpu_supports("avx512f") && std::getenv("MAMBA_EXT_DISABLE_AVX512") == nullptr;
-  return has;
-}
-#endif
 
 // Addresses of cache lines to prefetch during a loop.
 struct Prefetches {
   const char* const* lines = nullptr;
   int64_t count = 0;
 };
-
-// Decays of the forward recurrence, exp(dt A[n]), from a step's dt and a row a of the state's A.
-// PortableDecay: a = A, for every build.
-struct PortableDecay {
-  template <typename V>
-  MAMBA_INLINE V operator()(V dt, V a) const { return vexp(dt * a); }
-};
-#if MAMBA_CPU_AVX512_PATH
-// The AVX-512 forward takes a = A log2(e) and computes 2^(dt a) with TableExp's steps, the product fused by
-// FMA into both the rounding and the remainder: 9 vector ops where TableExp()(dt * A) takes 12. Exact only
-// while every dt a lies in [-125, 125] (no clamp: results stay normal and the rounding keeps |f| <= 1/32);
-// scan_chunk_forward_lanes_avx512 checks that for each piece and otherwise runs Exp2DecayClamped.
-struct Exp2Decay {
-  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec dt, Simd<float>::vec a) const {
-    const __m512 d = reinterpret_cast<__m512>(dt), r = reinterpret_cast<__m512>(a);
-    const __m512 round = _mm512_set1_ps(TableExp::kRound);
-    const __m512 s = _mm512_fmadd_ps(d, r, round), kj = _mm512_sub_ps(s, round);
-    return reinterpret_cast<Simd<float>::vec>(TableExp::exp2_split(s, kj, _mm512_fmsub_ps(d, r, kj)));
-  }
-};
-// Any dt a: the product clamped to [-125, 128] (TableExp's range in base 2; 2^128 overflows to inf).
-struct Exp2DecayClamped {
-  __attribute__((target("avx512f"))) inline Simd<float>::vec operator()(Simd<float>::vec dt, Simd<float>::vec a) const {
-    const __m512 round = _mm512_set1_ps(TableExp::kRound);
-    const __m512 x = _mm512_min_ps(_mm512_set1_ps(128.0f),
-                                   _mm512_max_ps(_mm512_set1_ps(-125.0f), reinterpret_cast<__m512>(dt * a)));
-    const __m512 s = _mm512_add_ps(x, round), kj = _mm512_sub_ps(s, round);
-    return reinterpret_cast<Simd<float>::vec>(TableExp::exp2_split(s, kj, _mm512_sub_ps(x, kj)));
-  }
-};
-#endif
 
 // One state n of a forward step for W channels at once (one per vector lane): updates h[n] and adds
 // C[n] * h[n] to acc.
@@ -413,7 +222,4 @@ MAMBA_CPU_CLONES void scan_chunk_reverse(int64_t len, int64_t Np, const acc_t* _
 }
 
 }  // namespace mamba_ext::cpu
-
-#if MAMBA_CPU_AVX512_PATH
-#pragma GCC diagnostic pop
-#endif
+MAMBA_AVX512_WARNINGS_ON

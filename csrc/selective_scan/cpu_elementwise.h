@@ -1,17 +1,12 @@
 // Per-time-step elementwise work of the CPU selective scan (discretization, gating and their gradients),
-// vectorized over time with the 64-byte vectors of cpu_chunk.h. The passes take a length n that is a
+// vectorized over time with the 64-byte vectors of cpu_simd.h. The passes take a length n that is a
 // multiple of the vector width: callers round the chunk length up and ignore the lanes past it, which
 // read and write only scratch. dot takes any n: a sum must not add those lanes.
 #pragma once
 
-#include "selective_scan/cpu_chunk.h"
+#include "selective_scan/cpu_exp.h"
 
-#if MAMBA_CPU_AVX512_PATH
-// GCC 12's false -Wmaybe-uninitialized on AVX-512 intrinsics (see cpu_chunk.h), off for this header's code.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
+MAMBA_AVX512_WARNINGS_OFF
 namespace mamba_ext::cpu {
 
 // log(w) for w in [1, 2]: w = m 2^e with m in [1/sqrt2, sqrt2], log m = 2 atanh(s), s = (m-1)/(m+1), by
@@ -24,29 +19,10 @@ MAMBA_INLINE Simd<float>::vec vlog_1_to_2(Simd<float>::vec w) {
   return e * 0.693147180559945f + 2.0f * s * series;
 }
 
-// softplus(x) = max(x, 0) + log1p(exp(-|x|)), and x itself above 20 (the threshold of the reference).
-// log1p(y) = log(w) + (y - (w - 1)) with w = 1 + y rounded to float: the second term is what that rounding
-// dropped, exactly, and stands in for log(1 + c / w) ~ c / w (relative error below 6e-8 from c instead of
-// c / w). Tiny y stay accurate without the division by (w - 1) an earlier version used: 11% faster, max
-// relative error 3.7e-7 either way on [-30, 30]. Exp: PortableExp, or TableExp inside AVX-512 builds.
-template <typename Exp = PortableExp>
-MAMBA_INLINE Simd<float>::vec vsoftplus(Simd<float>::vec x) {
-  const auto ax = x < 0.0f ? -x : x;
-  const Simd<float>::vec y = Exp()(-ax), w = y + 1.0f;
-  const Simd<float>::vec log1p_y = vlog_1_to_2(w) + (y - (w - 1.0f));
-  const Simd<float>::vec pos = x > 0.0f ? x : Simd<float>::splat(0.0f);
-  return x > 20.0f ? x : pos + log1p_y;
-}
-template <typename Exp = PortableExp>
-MAMBA_INLINE Simd<double>::vec vsoftplus(Simd<double>::vec x) {
-  for (int64_t i = 0; i < Simd<double>::kWidth; ++i) x[i] = x[i] > 20 ? x[i] : std::log1p(std::exp(x[i]));
-  return x;
-}
-
 #if MAMBA_CPU_AVX512_PATH
 // softplus in the AVX-512 builds without vsoftplus's division and atanh series: ~30 vector ops per 16 values
 // against ~40 and a vdivps (perf: the discretize pass 10.8% -> 7.0% of the forward).
-// softplus(x) = max(x, 0) + log1p(y) with y = exp(-|x|) in (0, 1], and as above
+// softplus(x) = max(x, 0) + log1p(y) with y = exp(-|x|) in (0, 1], and, as in vsoftplus below,
 // log1p(y) = log(w) + (y - (w - 1)) with w = 1 + y rounded, held below 2 (at x = 0 the correction then adds
 // 2^-23 for a log that was 2^-24 low: 6e-8 too much). log(w) = log(1 + q) - log(r_j), q = w r_j - 1, with
 // r_j = 1/c_j (float) picked by w's top 5 mantissa bits: c_0 = 1 (r_0 = 1, log 0: no cancellation as w -> 1,
@@ -88,6 +64,30 @@ __attribute__((target("avx512f"))) inline Simd<float>::vec vsoftplus_avx512(Simd
 }
 #endif
 
+// softplus(x) = max(x, 0) + log1p(exp(-|x|)), and x itself above 20 (the threshold of the reference).
+// log1p(y) = log(w) + (y - (w - 1)) with w = 1 + y rounded to float: the second term is what that rounding
+// dropped, exactly, and stands in for log(1 + c / w) ~ c / w (relative error below 6e-8 from c instead of
+// c / w). Tiny y stay accurate without the division by (w - 1) an earlier version used: 11% faster, max
+// relative error 3.7e-7 either way on [-30, 30]. Exp: PortableExp; with TableExp (inside AVX-512 builds)
+// this is vsoftplus_avx512.
+template <typename Exp = PortableExp>
+MAMBA_INLINE Simd<float>::vec vsoftplus(Simd<float>::vec x) {
+#if MAMBA_CPU_AVX512_PATH
+  if constexpr (std::is_same_v<Exp, TableExp>) return vsoftplus_avx512(x);
+#endif
+  const auto ax = x < 0.0f ? -x : x;
+  const Simd<float>::vec y = Exp()(-ax), w = y + 1.0f;
+  const Simd<float>::vec log1p_y = vlog_1_to_2(w) + (y - (w - 1.0f));
+  const Simd<float>::vec pos = x > 0.0f ? x : Simd<float>::splat(0.0f);
+  return x > 20.0f ? x : pos + log1p_y;
+}
+template <typename Exp = PortableExp>
+MAMBA_INLINE Simd<double>::vec vsoftplus(Simd<double>::vec x) {
+  for (int64_t i = 0; i < Simd<double>::kWidth; ++i) x[i] = x[i] > 20 ? x[i] : std::log1p(std::exp(x[i]));
+  return x;
+}
+
+
 template <typename Exp = PortableExp, typename vec>
 MAMBA_INLINE vec vsigmoid(vec x) {
   return 1.0f / (Exp()(-x) + 1.0f);
@@ -100,15 +100,7 @@ MAMBA_INLINE void discretize_loop(int64_t n, bool softplus, const acc_t* __restr
   using S = Simd<acc_t>;
   for (int64_t i = 0; i < n; i += S::kWidth) {
     auto v = S::load(x + i) + bias;
-#if MAMBA_CPU_AVX512_PATH
-    if constexpr (std::is_same_v<Exp, TableExp>) {
-      if (softplus) v = vsoftplus_avx512(v);
-    } else if (softplus) {
-      v = vsoftplus<Exp>(v);
-    }
-#else
     if (softplus) v = vsoftplus<Exp>(v);
-#endif
     S::store(dt + i, v);
     S::store(dtu + i, v * S::load(u + i));
   }
@@ -217,7 +209,4 @@ MAMBA_CPU_CLONES void softplus_backward(int64_t n, const acc_t* __restrict x, ac
 }
 
 }  // namespace mamba_ext::cpu
-
-#if MAMBA_CPU_AVX512_PATH
-#pragma GCC diagnostic pop
-#endif
+MAMBA_AVX512_WARNINGS_ON

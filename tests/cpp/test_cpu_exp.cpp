@@ -1,4 +1,4 @@
-// Accuracy of the CPU scan's vector exps (csrc/selective_scan/cpu_chunk.h) against std::exp in double:
+// Accuracy of the CPU scan's vector exps (csrc/selective_scan/cpu_exp.h) against std::exp in double:
 // vexp (every CPU path) and TableExp (the forward's AVX-512 recurrence). The recurrence multiplies hundreds
 // of decays exp(dt A), so besides the worst error the mean error near x = 0 must stay small: a bias there
 // adds up along a sequence.
@@ -9,8 +9,8 @@
 #include <limits>
 #include <vector>
 
-#include "selective_scan/cpu_chunk.h"
 #include "selective_scan/cpu_elementwise.h"
+#include "selective_scan/cpu_exp.h"
 
 namespace {
 
